@@ -1,0 +1,85 @@
+// s2smuxd configuration (TOML). Every problem is reported with the file and
+// the offending key, e.g. "a.toml: [listen] outer: invalid address '1.2.3'
+// (expected HOST:PORT)". Relative paths are resolved against the directory of
+// the config file.
+#pragma once
+
+#include "common/result.h"
+#include "xmpp/policy.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace s2smux {
+
+struct Endpoint {
+    std::string host; // IP literal ("127.0.0.1", "::1") or, for routes, a host name
+    std::uint16_t port = 0;
+    std::string to_string() const; // "127.0.0.1:5269", "[::1]:5269"
+};
+
+// "HOST:PORT", "[V6]:PORT"; with default_port != 0, "HOST" alone is accepted.
+Result<Endpoint> parse_endpoint(std::string_view s, std::uint16_t default_port = 0);
+
+struct CertConfig {
+    std::string cert; // PEM chain
+    std::string key;  // PEM key
+};
+
+struct RouteConfig {
+    std::string domain;              // exact "b.test" or wildcard "*.b.test"
+    Endpoint address;
+    bool direct_tls = false;         // XEP-0368: TLS from the first byte
+    std::optional<xmpp::TlsPolicy> policy; // overrides [tls] policy for this remote
+};
+
+struct Config {
+    std::string path;     // the file it came from
+    std::string base_dir; // for relative paths
+
+    // [gateway]
+    std::vector<std::string> domains;
+    std::string admin_socket;
+    std::string dialback_secret; // random per start when empty
+
+    // [listen]
+    std::optional<Endpoint> outer;     // public S2S, STARTTLS
+    std::optional<Endpoint> outer_tls; // public S2S, direct TLS
+    std::optional<Endpoint> inner;     // local server's outbound S2S
+
+    // [upstream]
+    std::optional<Endpoint> upstream;  // local server's S2S port
+    xmpp::TlsPolicy upstream_tls = xmpp::TlsPolicy::Optional; // encrypt if offered, no verification
+
+    // [tls]
+    std::string ca_file;       // empty: system store
+    bool system_ca = false;    // also load the system store when ca_file is set
+    xmpp::TlsPolicy policy = xmpp::TlsPolicy::Required;
+
+    std::vector<CertConfig> certs; // [[cert]]
+    std::vector<RouteConfig> routes; // [[route]]
+
+    // [dns]
+    std::optional<Endpoint> nameserver;
+
+    // [limits]
+    std::size_t max_stanza_bytes = 256 * 1024;
+    unsigned max_depth = 32;
+    unsigned max_attrs = 64;
+    std::size_t max_queue_stanzas = 10000;   // per pending route
+    std::uint32_t connect_timeout_ms = 30000; // resolve + connect + TLS + auth
+    std::uint32_t auth_timeout_ms = 30000;    // unauthenticated incoming stream
+    std::uint32_t queue_timeout_ms = 60000;   // stanza waiting for a route
+
+    // [log]
+    std::string log_level = "info";
+    std::string log_file; // empty: stderr
+};
+
+Result<Config> parse_config(std::string_view toml_text, const std::string& path);
+Result<Config> load_config(const std::string& path);
+
+} // namespace s2smux

@@ -1,0 +1,55 @@
+// Local certificates and keys for the gateway's own domains. Servers select a
+// certificate by SNI (falling back to the stream's `to`), clients present the
+// one for their `from` domain when the peer requests a certificate.
+#pragma once
+
+#include "common/result.h"
+#include "tls/identity.h"
+
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace s2smux::tls {
+
+struct LocalCert {
+    std::vector<std::string> chain_der; // leaf first
+    std::string chain_pem;
+    Identity identity;
+    std::vector<gnutls_pcert_st> pcerts; // owned, deinit in destructor
+    gnutls_privkey_t key = nullptr;      // owned
+    std::string cert_path, key_path;     // where it came from (may be empty)
+
+    LocalCert() = default;
+    LocalCert(const LocalCert&) = delete;
+    LocalCert& operator=(const LocalCert&) = delete;
+    ~LocalCert();
+};
+
+// Parses a PEM chain and PEM private key; checks that the key matches the
+// leaf certificate. Pure, thread-safe (can run on the thread pool).
+Result<std::shared_ptr<LocalCert>> load_cert_pem(std::string_view chain_pem, std::string_view key_pem);
+Result<std::shared_ptr<LocalCert>> load_cert_files(const std::string& cert_path, const std::string& key_path);
+
+class CertStore {
+public:
+    // Adds a certificate; it becomes the one used for every name it carries
+    // (replacing an older certificate for those names).
+    void add(std::shared_ptr<LocalCert> cert);
+    // Removes the certificate serving `domain` (all its names). False if none.
+    bool remove(std::string_view domain);
+    // Exact name first, then a wildcard certificate for the parent domain.
+    std::shared_ptr<LocalCert> find(std::string_view domain) const;
+    std::shared_ptr<LocalCert> any() const;
+    std::vector<std::shared_ptr<LocalCert>> all() const;
+
+private:
+    std::map<std::string, std::shared_ptr<LocalCert>, std::less<>> by_name_;
+};
+
+} // namespace s2smux::tls

@@ -1,0 +1,51 @@
+// Trust store and chain verification. Verification is pure and thread-safe
+// (read-only trust list), so the daemon runs it on the libuv thread pool.
+#pragma once
+
+#include "common/result.h"
+#include "tls/identity.h"
+
+#include <gnutls/x509.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace s2smux::tls {
+
+class TrustStore {
+public:
+    TrustStore();
+    ~TrustStore();
+    TrustStore(const TrustStore&) = delete;
+    TrustStore& operator=(const TrustStore&) = delete;
+
+    // PEM file with one or more CA certificates.
+    Result<void> add_ca_file(const std::string& path);
+    Result<void> add_ca_pem(std::string_view pem);
+    // The system store (gnutls_x509_trust_list_add_system_trust).
+    Result<void> add_system();
+    std::size_t count() const { return count_; }
+
+    gnutls_x509_trust_list_t list() const { return list_; }
+
+private:
+    gnutls_x509_trust_list_t list_ = nullptr;
+    std::size_t count_ = 0;
+};
+
+struct VerifyResult {
+    bool trusted = false;     // chain valid to a trust anchor, dates OK at `now`
+    std::string error;        // human-readable reason when !trusted ("certificate has expired", ...)
+    Identity identity;        // of the leaf (filled whenever the leaf parses)
+};
+
+// Verifies a peer chain (DER, leaf first) against `trust` at unix time `now`.
+// Checks signatures, validity dates of every certificate, CA constraints.
+// Does not check names: use matches_domain(result.identity, domain).
+VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string>& chain_der,
+                          std::int64_t now);
+
+} // namespace s2smux::tls

@@ -1,0 +1,58 @@
+// Streaming XML writer used to build outgoing elements without a DOM, and a
+// serializer for parsed Nodes (forwarding stanzas). Output goes straight into
+// the caller's buffer. Attribute values use single quotes.
+#pragma once
+
+#include "xml/element.h"
+
+#include <string>
+#include <string_view>
+
+namespace s2smux::xml {
+
+void escape_text(std::string& out, std::string_view s);
+void escape_attr(std::string& out, std::string_view s);
+
+// Serializes `el` as it would appear inside a stream whose default namespace
+// is `default_ns` ("jabber:server"). Elements in another namespace get an
+// xmlns declaration; jabber:server:dialback elements use the "db:" prefix the
+// stream header declares; other namespaced attributes (besides xml:) get a
+// generated prefix declared on their element.
+void serialize(std::string& out, const Node& el, std::string_view default_ns = "jabber:server");
+
+// Serializes only the children of `el` (its inner XML) with the same rules,
+// with `el`'s own namespace as the inherited default.
+void serialize_children(std::string& out, const Node& el, std::string_view default_ns = "jabber:server");
+
+class Writer {
+public:
+    explicit Writer(std::string& out) : out_(out) {}
+
+    // Open a start tag: "<name". `name` may carry a prefix ("db:result").
+    Writer& open(std::string_view name);
+    // Add an attribute to the tag opened last (skipped when value is empty
+    // and skip_empty is true).
+    Writer& attr(std::string_view name, std::string_view value, bool skip_empty = false);
+    Writer& xmlns(std::string_view uri) { return attr("xmlns", uri); }
+    // Add escaped text content (closes the start tag first).
+    Writer& text(std::string_view s);
+    // Add raw, already well-formed XML (closes the start tag first).
+    Writer& raw(std::string_view xml);
+    // Close the innermost open element ("/>" if it has no content).
+    Writer& close();
+    // Close everything still open.
+    void finish();
+
+private:
+    void end_start_tag();
+    std::string& out_;
+    struct Frame {
+        std::string_view name;
+        bool has_content;
+    };
+    Frame stack_[32];
+    int depth_ = 0;
+    bool in_start_tag_ = false;
+};
+
+} // namespace s2smux::xml
