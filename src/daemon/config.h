@@ -1,7 +1,9 @@
 // s2smuxd configuration (TOML). Every problem is reported with the file and
-// the offending key, e.g. "a.toml: [listen] outer: invalid address '1.2.3'
-// (expected HOST:PORT)". Relative paths are resolved against the directory of
-// the config file.
+// the offending key, e.g. 'a.toml: [listen] outer: invalid address "1.2.3"
+// (expected HOST:PORT or [IPv6]:PORT)', 'a.toml:12:3: TOML syntax error: ...',
+// 'a.toml: unknown key [listen] outr'. Relative paths are resolved against the
+// directory of the config file (made absolute). Keys, types and defaults:
+// man/s2smux.conf.5.scd.
 #pragma once
 
 #include "common/result.h"
@@ -22,7 +24,18 @@ struct Endpoint {
 };
 
 // "HOST:PORT", "[V6]:PORT"; with default_port != 0, "HOST" alone is accepted.
+// HOST is an IPv4/IPv6 literal or a DNS-like host name. Errors read
+// 'invalid address "1.2.3" (expected HOST:PORT or [IPv6]:PORT)'.
 Result<Endpoint> parse_endpoint(std::string_view s, std::uint16_t default_port = 0);
+
+// True for an IPv4 dotted quad or an IPv6 literal (without brackets).
+bool is_ip_literal(std::string_view host);
+
+// Lowercases a DNS-like domain and strips one trailing dot; rejects empty
+// names and labels, labels > 63 and names > 253 octets, and characters other
+// than letters, digits, '-', '_' and non-ASCII (IDN) bytes. The error says why
+// (without naming the domain).
+Result<std::string> normalize_domain(std::string_view name);
 
 struct CertConfig {
     std::string cert; // PEM chain

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,23 +49,41 @@ std::vector<SrvRecord> order_srv(std::vector<SrvRecord> recs, const std::functio
 // Static route lookup (exact first, then the longest matching wildcard).
 const RouteConfig* find_route(const std::vector<RouteConfig>& routes, std::string_view domain);
 
+// Tuning, mostly for tests.
+struct ResolverOptions {
+    int timeout_ms = 0; // first DNS try timeout (c-ares doubles it per round); 0: resolv.conf / c-ares default
+    int tries = 0;      // tries per name server; 0: resolv.conf / c-ares default
+    std::function<double()> rnd; // [0,1) for SRV weights; empty: a seeded PRNG
+};
+
 class Resolver {
 public:
     using Callback = std::function<void(Result<Resolution>)>;
 
-    // `nameserver` empty: system resolv.conf.
+    // `nameserver` empty: system resolv.conf (and /etc/hosts for A/AAAA).
+    // With a nameserver only that server is asked (no /etc/hosts).
     Resolver(uv_loop_t* loop, std::vector<RouteConfig> routes, std::optional<Endpoint> nameserver);
+    Resolver(uv_loop_t* loop, std::vector<RouteConfig> routes, std::optional<Endpoint> nameserver,
+             ResolverOptions options);
+    // Calls shutdown() if that was not done. Handles are freed by their close
+    // callbacks, so the loop must run once more before uv_loop_close().
     ~Resolver();
     Resolver(const Resolver&) = delete;
     Resolver& operator=(const Resolver&) = delete;
 
     Result<void> init();
     // Callback runs on the loop, never synchronously from inside resolve()
-    // (even for static routes). Errors say what failed: "no SRV or A/AAAA
-    // records for x.test (NXDOMAIN)", ...
+    // (even for static routes). Errors start with the domain and say what
+    // failed: "b.test: no SRV, A or AAAA records (NXDOMAIN)", "b.test: DNS
+    // timeout talking to 127.0.0.1:5353", "b.test: service explicitly
+    // unavailable (SRV '.')". After shutdown() (or without init()) the
+    // callback still runs, later, with an error.
     void resolve(const std::string& domain, Callback cb);
     void set_routes(std::vector<RouteConfig> routes);
-    // Cancels pending queries; their callbacks run with an error.
+    // Cancels pending queries: their callbacks run with an error
+    // ("b.test: resolver shut down") before shutdown() returns, and no
+    // callback of an earlier resolve() runs afterwards. Closes all handles
+    // (uv_close); run the loop until they are closed, then destroy. Idempotent.
     void shutdown();
 
     struct Impl;

@@ -36,12 +36,16 @@ struct LocalCert {
 Result<std::shared_ptr<LocalCert>> load_cert_pem(std::string_view chain_pem, std::string_view key_pem);
 Result<std::shared_ptr<LocalCert>> load_cert_files(const std::string& cert_path, const std::string& key_path);
 
+// Not thread-safe: used from the event loop thread (channels look it up
+// during their handshakes). Names are compared lowercase, trailing dot ignored.
 class CertStore {
 public:
     // Adds a certificate; it becomes the one used for every name it carries
-    // (replacing an older certificate for those names).
+    // (Identity::names(), replacing an older certificate for those names).
+    // A certificate without any usable name is ignored.
     void add(std::shared_ptr<LocalCert> cert);
-    // Removes the certificate serving `domain` (all its names). False if none.
+    // Removes the certificate serving `domain` (as find() picks it), under
+    // all its names. False if none. Channels using it keep their reference.
     bool remove(std::string_view domain);
     // Exact name first, then a wildcard certificate for the parent domain.
     std::shared_ptr<LocalCert> find(std::string_view domain) const;

@@ -32,7 +32,11 @@ struct Identity {
 bool matches_domain(const Identity& id, std::string_view domain);
 
 // Wildcard rule used by matches_domain(): "*.example.com" matches
-// "a.example.com", not "example.com" nor "a.b.example.com". Case-insensitive.
+// "a.example.com", not "example.com" nor "a.b.example.com". Case-insensitive
+// (ASCII), one trailing dot ignored. Partial wildcards ("f*.example.com"),
+// wildcards outside the leftmost label and wildcards over a single label
+// ("*.test", "*.com") match nothing. Names with non-ASCII bytes (U-labels:
+// IDNs must be compared as A-labels, "xn--...") or empty labels never match.
 bool dns_name_matches(std::string_view pattern, std::string_view domain);
 
 // Parses identities of a DER X.509 certificate.

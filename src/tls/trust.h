@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,14 +32,20 @@ public:
 
     gnutls_x509_trust_list_t list() const { return list_; }
 
+    // Readers (verify_chain) hold it shared, add_* exclusive, so CAs can be
+    // added while verifications run on other threads.
+    std::shared_mutex& mutex() const { return mu_; }
+
 private:
     gnutls_x509_trust_list_t list_ = nullptr;
     std::size_t count_ = 0;
+    mutable std::shared_mutex mu_;
 };
 
 struct VerifyResult {
     bool trusted = false;     // chain valid to a trust anchor, dates OK at `now`
-    std::string error;        // human-readable reason when !trusted ("certificate has expired", ...)
+    std::string error;        // human-readable reason when !trusted ("certificate expired on
+                              // 2024-01-01T00:00:00Z", "certificate signer not trusted (issuer CN=X)", ...)
     Identity identity;        // of the leaf (filled whenever the leaf parses)
 };
 

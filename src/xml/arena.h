@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace s2smux::xml {
@@ -49,7 +51,21 @@ public:
         total_ = 0;
     }
 
+    // reset(), then free the chunks past the first `keep` bytes, so one
+    // unusually large element does not pin its memory for good.
+    void reset_and_trim(std::size_t keep) {
+        reset();
+        std::size_t n = 0, total = 0;
+        while (n < chunks_.size() && total + chunks_[n].size <= keep) total += chunks_[n++].size;
+        chunks_.erase(chunks_.begin() + static_cast<std::ptrdiff_t>(n), chunks_.end());
+    }
+
     std::size_t bytes_used() const { return total_; }
+    std::size_t bytes_reserved() const {
+        std::size_t n = 0;
+        for (const Chunk& c : chunks_) n += c.size;
+        return n;
+    }
 
 private:
     struct Chunk {

@@ -46,6 +46,8 @@ struct StreamHeader {
     bool declares_dialback = false; // xmlns:db='jabber:server:dialback'
 };
 
+// Callbacks run inside StreamParser::feed(); they must not call feed() or
+// reset() on the same parser (do that after feed() returns).
 class ParserHandler {
 public:
     virtual ~ParserHandler() = default;
@@ -79,6 +81,18 @@ public:
 
     const Limits& limits() const { return limits_; }
     void set_limits(const Limits& l) { limits_ = l; }
+
+    // Memory held by the parser (tests, monitoring). Bounded by the limits:
+    // consumed input is not kept, and libxml2's name dictionary is rebuilt
+    // when a peer inflates it with ever-new names.
+    struct Memory {
+        std::size_t arena_used = 0;     // bytes of the current element's tree
+        std::size_t arena_reserved = 0; // arena chunks kept for reuse
+        std::size_t held_input = 0;     // incomplete markup buffered by feed()
+        std::size_t libxml_input = 0;   // bytes in libxml2's input buffer
+        std::size_t libxml_dict = 0;    // libxml2 name dictionary
+    };
+    Memory memory() const;
 
     struct Impl;
 

@@ -5,6 +5,7 @@
 
 #include "xml/element.h"
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -45,12 +46,14 @@ public:
 
 private:
     void end_start_tag();
+    static constexpr int kMaxDepth = 32;
     std::string& out_;
     struct Frame {
-        std::string_view name;
+        std::size_t name_pos; // the element name's position in out_ (a
+        std::size_t name_len; // caller's view could dangle before close())
         bool has_content;
     };
-    Frame stack_[32];
+    Frame stack_[kMaxDepth];
     int depth_ = 0;
     bool in_start_tag_ = false;
 };

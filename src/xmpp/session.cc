@@ -1,1 +1,828 @@
-// placeholder
+#include "xmpp/session.h"
+
+#include "common/base64.h"
+#include "common/log.h"
+#include "xml/writer.h"
+#include "xmpp/jid.h"
+#include "xmpp/ns.h"
+
+#include <fmt/format.h>
+
+namespace s2smux::xmpp {
+
+namespace {
+
+StreamError stream_error_for(xml::ParseError e) {
+    switch (e) {
+    case xml::ParseError::RestrictedXml: return StreamError::RestrictedXml;
+    case xml::ParseError::PolicyViolation: return StreamError::PolicyViolation;
+    case xml::ParseError::InvalidNamespace: return StreamError::InvalidNamespace;
+    case xml::ParseError::BadFormat: return StreamError::BadFormat;
+    case xml::ParseError::NotWellFormed:
+    case xml::ParseError::None: break;
+    }
+    return StreamError::NotWellFormed;
+}
+
+bool has_mechanism(const xml::Node* mechs, std::string_view name) {
+    if (!mechs) return false;
+    for (const xml::Node* m = mechs->first; m; m = m->next)
+        if (m->is(ns::kSasl, "mechanism") && m->text_content() == name) return true;
+    return false;
+}
+
+// First child element in `ns_` other than <text/>: the condition of an error.
+std::string_view condition_of(const xml::Node* el, std::string_view ns_) {
+    if (!el) return {};
+    for (const xml::Node* c = el->first; c; c = c->next)
+        if (c->kind == xml::Node::Kind::Element && c->ns == ns_ && c->name != "text") return c->name;
+    return {};
+}
+
+std::string text_of(const xml::Node* el, std::string_view ns_) {
+    if (!el) return {};
+    const xml::Node* t = el->child(ns_, "text");
+    return t ? t->text_content() : std::string();
+}
+
+bool version_ok(std::string_view v) { return v.size() >= 2 && v[0] == '1' && v[1] == '.'; }
+
+} // namespace
+
+const char* to_string(AuthMethod m) {
+    switch (m) {
+    case AuthMethod::SaslExternal: return "SASL EXTERNAL";
+    case AuthMethod::Dialback: return "dialback";
+    case AuthMethod::DialbackCert: return "dialback+certificate";
+    case AuthMethod::DialbackTrusted: return "dialback (trusted local server)";
+    case AuthMethod::Bidi: return "bidi";
+    }
+    return "?";
+}
+
+bool PeerCert::valid_for(std::string_view domain) const {
+    return present && trusted && tls::matches_domain(identity, domain);
+}
+
+std::string PeerCert::describe() const {
+    if (!present) return "no certificate";
+    std::string names;
+    for (const auto& n : identity.names()) {
+        if (!names.empty()) names += ", ";
+        names += n;
+    }
+    return fmt::format("subject {}; names {}; {}", identity.subject, names.empty() ? "(none)" : names,
+                       trusted ? "trusted" : "NOT trusted: " + error);
+}
+
+Session::Session(SessionConfig cfg, SessionHost& host, const DialbackKeys& keys)
+    : cfg_(std::move(cfg)), host_(host), keys_(keys), parser_(*this, cfg_.limits) {
+    if (cfg_.role == Role::Initiator) {
+        local_domain_ = cfg_.from;
+        remote_domain_ = cfg_.to;
+    }
+    if (cfg_.tls_policy == TlsPolicy::Disabled) cfg_.tls_possible = false;
+}
+
+Session::~Session() = default;
+
+// ---------------------------------------------------------------- output
+
+void Session::append(std::string_view s) {
+    bool was_empty = out_.empty();
+    out_.append(s);
+    if (was_empty && !out_.empty()) host_.session_wants_write();
+}
+
+void Session::send_header() {
+    std::string h;
+    h.reserve(256);
+    h += "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+         "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback'";
+    auto attr = [&](std::string_view name, std::string_view v) {
+        if (v.empty()) return;
+        h += ' ';
+        h += name;
+        h += "='";
+        xml::escape_attr(h, v);
+        h += '\'';
+    };
+    if (cfg_.role == Role::Receiver) {
+        attr("id", stream_id_);
+        attr("from", local_domain_);
+        attr("to", remote_domain_);
+    } else {
+        attr("from", cfg_.from);
+        attr("to", cfg_.to);
+    }
+    h += " version='1.0' xml:lang='en'>";
+    append(h);
+    header_sent_ = true;
+}
+
+void Session::send_features() {
+    std::string f;
+    xml::Writer w(f);
+    w.open("stream:features");
+    bool starttls = !tls_.active && cfg_.tls_possible && cfg_.tls_policy != TlsPolicy::Disabled;
+    if (starttls) {
+        w.open("starttls").xmlns(ns::kTls);
+        if (cfg_.tls_policy == TlsPolicy::Required) w.open("required").close();
+        w.close();
+    }
+    // Under a "required" policy nothing but STARTTLS is offered in plaintext.
+    bool auth_allowed = tls_.active || cfg_.tls_policy != TlsPolicy::Required;
+    external_offered_ = false;
+    if (auth_allowed && !sasl_done_ && cfg_.offer_external && external_possible(remote_domain_)) {
+        w.open("mechanisms").xmlns(ns::kSasl).open("mechanism").text("EXTERNAL").close().close();
+        external_offered_ = true;
+    }
+    if (auth_allowed && cfg_.offer_dialback)
+        w.open("dialback").xmlns(ns::kDialbackFeature).open("errors").close().close();
+    bidi_offered_ = false;
+    if (auth_allowed && cfg_.offer_bidi && !bidi_ && !sasl_done_ && in_.empty()) {
+        w.open("bidi").xmlns(ns::kBidiFeature).close();
+        bidi_offered_ = true;
+    }
+    w.close();
+    append(f);
+}
+
+void Session::send_stanza(const xml::Node& el) {
+    bool was_empty = out_.empty();
+    xml::serialize(out_, el);
+    if (was_empty) host_.session_wants_write();
+}
+
+void Session::send_raw(std::string_view serialized_stanza) { append(serialized_stanza); }
+
+// ----------------------------------------------------------------- input
+
+void Session::start(TimeMs now) {
+    now_ = now;
+    deadline_ = now + cfg_.auth_timeout_ms;
+    if (cfg_.role == Role::Initiator) send_header();
+}
+
+void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
+    now_ = now;
+    if (state_ == State::Closed || state_ == State::TlsPending) return;
+    feed(data, len);
+}
+
+void Session::feed(const char* data, std::size_t len) {
+    while (len > 0 && state_ != State::Closed) {
+        xml::FeedResult r = parser_.feed(data, len);
+        if (!r.ok || !r.suspended || state_ == State::Closed) return;
+        const char* tail = data + (len - r.trailing);
+        Restart kind = restart_;
+        restart_ = Restart::None;
+        parser_.reset();
+        if (kind == Restart::Tls) {
+            // Anything after <starttls/> or <proceed/> in the same plaintext
+            // read would be interpreted inside TLS: refuse it (STARTTLS
+            // command injection).
+            if (r.trailing_nonspace) {
+                fail(StreamError::PolicyViolation, "data received after STARTTLS negotiation");
+                return;
+            }
+            state_ = State::TlsPending;
+            host_.session_start_tls();
+            return;
+        }
+        if (kind == Restart::Sasl) {
+            state_ = State::WaitHeader;
+            if (cfg_.role == Role::Initiator) send_header();
+        }
+        data = tail;
+        len = r.trailing;
+    }
+}
+
+void Session::on_tls_established(TlsState st, TimeMs now) {
+    now_ = now;
+    if (state_ == State::Closed) return;
+    bool direct = state_ != State::TlsPending; // direct TLS: before start()
+    tls_ = std::move(st);
+    tls_.active = true;
+    log::info(log_ctx_, "TLS established ({}, {}); peer certificate: {}", tls_.version, tls_.cipher,
+              tls_.peer.describe());
+    if (cfg_.role == Role::Initiator && cfg_.verify_peer && cfg_.tls_policy == TlsPolicy::Required &&
+        !tls_.peer.valid_for(cfg_.to)) {
+        std::string why = !tls_.peer.present ? "presented no certificate"
+                          : !tls_.peer.trusted
+                              ? fmt::format("certificate is not trusted: {}", tls_.peer.error)
+                              : fmt::format("certificate is not valid for {} ({})", cfg_.to,
+                                            tls_.peer.describe());
+        fail_quiet(fmt::format("{}: {} (TLS policy 'required')", cfg_.to, why),
+                   StanzaError::RemoteServerTimeout);
+        return;
+    }
+    state_ = State::WaitHeader;
+    if (cfg_.role == Role::Initiator && !direct) send_header();
+}
+
+void Session::on_transport_closed(std::string_view why) {
+    if (state_ == State::Closed) return;
+    CloseInfo info;
+    info.by_peer = true;
+    info.error = true;
+    info.reason = fmt::format("connection closed: {}", why);
+    finish_close(std::move(info));
+}
+
+void Session::on_timer(TimeMs now) {
+    now_ = now;
+    if (state_ == State::Closed || now < deadline_) return;
+    deadline_ = kNever;
+    auto secs = cfg_.auth_timeout_ms / 1000;
+    if (cfg_.role == Role::Receiver) {
+        fail(StreamError::ConnectionTimeout, fmt::format("not authenticated within {} s", secs));
+    } else {
+        fail_quiet(fmt::format("{}: no authenticated stream within {} s", cfg_.to, secs),
+                   StanzaError::RemoteServerTimeout);
+    }
+}
+
+// ------------------------------------------------------- parser handler
+
+bool Session::on_stream_open(const xml::StreamHeader& hdr) {
+    if (state_ != State::WaitHeader) {
+        fail(StreamError::InvalidXml, "unexpected stream header");
+        return false;
+    }
+    bool ok = cfg_.role == Role::Receiver ? recv_header_receiver(hdr) : recv_header_initiator(hdr);
+    return ok && state_ != State::Closed;
+}
+
+bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
+    if (hdr.default_ns != ns::kServer) {
+        fail(StreamError::InvalidNamespace,
+             fmt::format("default namespace must be jabber:server, not '{}'", hdr.default_ns));
+        return false;
+    }
+    if (!version_ok(hdr.version)) {
+        fail(StreamError::UnsupportedVersion,
+             fmt::format("stream version '{}' not supported (1.0 required)", hdr.version));
+        return false;
+    }
+    std::string to = lowercase_domain(hdr.to);
+    if (to.empty() || !valid_domain(to) || !host_.session_hosts(to)) {
+        fail(StreamError::HostUnknown,
+             hdr.to.empty() ? std::string("stream header has no 'to'")
+                            : fmt::format("'{}' is not served here", hdr.to));
+        return false;
+    }
+    if (!hdr.from.empty() && !valid_domain(hdr.from)) {
+        local_domain_ = to;
+        fail(StreamError::InvalidFrom, fmt::format("invalid 'from' in stream header: '{}'", hdr.from));
+        return false;
+    }
+    local_domain_ = to;
+    if (!hdr.from.empty()) remote_domain_ = lowercase_domain(hdr.from);
+    stream_id_ = random_stream_id();
+    send_header();
+    send_features();
+    state_ = State::Negotiating;
+    return true;
+}
+
+bool Session::recv_header_initiator(const xml::StreamHeader& hdr) {
+    if (hdr.default_ns != ns::kServer) {
+        fail(StreamError::InvalidNamespace,
+             fmt::format("default namespace must be jabber:server, not '{}'", hdr.default_ns));
+        return false;
+    }
+    if (!version_ok(hdr.version)) {
+        fail(StreamError::UnsupportedVersion,
+             fmt::format("stream version '{}' not supported (1.0 required)", hdr.version));
+        return false;
+    }
+    peer_stream_id_ = std::string(hdr.id);
+    peer_declares_db_ = hdr.declares_dialback;
+    state_ = State::Negotiating;
+    return true;
+}
+
+bool Session::on_element(const xml::Node& el) {
+    if (state_ == State::Closed) return false;
+    if (el.ns == ns::kStream) {
+        if (el.name == "error") {
+            recv_stream_error(el);
+        } else if (el.name == "features" && cfg_.role == Role::Initiator) {
+            recv_features(el);
+        } else {
+            fail(StreamError::UnsupportedStanzaType, fmt::format("unexpected <stream:{}/>", el.name));
+        }
+    } else if (el.ns == ns::kServer &&
+               (el.name == "message" || el.name == "presence" || el.name == "iq")) {
+        recv_stanza(el);
+    } else if (el.ns == ns::kDialback) {
+        if (el.name == "result") {
+            if (cfg_.role == Role::Receiver) recv_db_result_receiver(el);
+            else recv_db_result_initiator(el);
+        } else if (el.name == "verify") {
+            recv_db_verify(el);
+        } else {
+            fail(StreamError::UnsupportedStanzaType, fmt::format("unknown dialback element <{}/>", el.name));
+        }
+    } else if (el.ns == ns::kTls) {
+        if (cfg_.role == Role::Receiver && el.name == "starttls") {
+            recv_starttls();
+        } else if (cfg_.role == Role::Initiator && state_ == State::WaitProceed && el.name == "proceed") {
+            restart_ = Restart::Tls;
+            return false;
+        } else if (cfg_.role == Role::Initiator && state_ == State::WaitProceed && el.name == "failure") {
+            fail_quiet(fmt::format("{}: STARTTLS refused by the peer", cfg_.to), StanzaError::RemoteServerTimeout);
+        } else {
+            fail(StreamError::PolicyViolation, fmt::format("unexpected TLS element <{}/>", el.name));
+        }
+    } else if (el.ns == ns::kSasl) {
+        if (cfg_.role == Role::Receiver && el.name == "auth") {
+            recv_auth(el);
+        } else if (cfg_.role == Role::Receiver && el.name == "abort") {
+            append("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><aborted/></failure>");
+        } else if (cfg_.role == Role::Initiator && state_ == State::WaitSasl && el.name == "success") {
+            sasl_done_ = true;
+            log::info(log_ctx_, "SASL EXTERNAL succeeded as {}", cfg_.from);
+            restart_ = Restart::Sasl;
+            return false;
+        } else if (cfg_.role == Role::Initiator && state_ == State::WaitSasl && el.name == "failure") {
+            std::string cond(condition_of(&el, ns::kSasl));
+            std::string text = text_of(&el, ns::kSasl);
+            external_tried_for_ = cfg_.from;
+            log::info(log_ctx_, "SASL EXTERNAL refused by {}: {}{}{}", cfg_.to, cond, text.empty() ? "" : ": ", text);
+            if (dialback_offered_ && cfg_.use_dialback) {
+                start_dialback();
+            } else {
+                fail_quiet(fmt::format("{}: SASL EXTERNAL refused ({}) and no dialback offered", cfg_.to, cond),
+                           StanzaError::RemoteServerTimeout);
+            }
+        } else {
+            fail(StreamError::PolicyViolation, fmt::format("unexpected SASL element <{}/>", el.name));
+        }
+    } else if ((el.ns == ns::kBidi || el.ns == ns::kBidiFeature) && el.name == "bidi" &&
+               cfg_.role == Role::Receiver) {
+        if (!bidi_offered_) {
+            fail(StreamError::PolicyViolation, "bidi requested but not offered");
+        } else {
+            bidi_ = true;
+            log::debug(log_ctx_, "bidi enabled by the peer");
+        }
+    } else {
+        fail(StreamError::UnsupportedStanzaType,
+             fmt::format("unsupported element <{}/> in namespace '{}'", el.name, el.ns));
+    }
+    return state_ != State::Closed && restart_ == Restart::None;
+}
+
+void Session::on_stream_close() {
+    if (state_ == State::Closed) return;
+    CloseInfo info;
+    info.by_peer = true;
+    if (cfg_.role == Role::Initiator && state_ != State::Ready) {
+        info.error = true;
+        info.reason = state_ == State::WaitSasl
+                          ? fmt::format("{} closed the stream in answer to SASL EXTERNAL", cfg_.to)
+                          : fmt::format("{} closed the stream before authentication", cfg_.to);
+    } else {
+        info.reason = "stream closed by the peer";
+    }
+    if (!sent_close_) {
+        append("</stream:stream>");
+        sent_close_ = true;
+    }
+    finish_close(std::move(info));
+}
+
+void Session::on_parse_error(xml::ParseError err, std::string_view detail) {
+    fail(stream_error_for(err), detail);
+}
+
+// -------------------------------------------------------------- receiver
+
+bool Session::external_possible(std::string_view domain) const {
+    if (!tls_.active || !tls_.peer.present || !tls_.peer.trusted) return false;
+    return domain.empty() || tls_.peer.valid_for(domain);
+}
+
+void Session::recv_starttls() {
+    if (tls_.active || !cfg_.tls_possible || state_ != State::Negotiating) {
+        append("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        fail_quiet("STARTTLS requested but not offered", StanzaError::RemoteServerTimeout);
+        return;
+    }
+    append("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    restart_ = Restart::Tls;
+}
+
+void Session::recv_auth(const xml::Node& el) {
+    auto failure = [&](std::string_view cond, std::string_view text) {
+        std::string f;
+        xml::Writer w(f);
+        w.open("failure").xmlns(ns::kSasl).open(cond).close();
+        if (!text.empty()) w.open("text").attr("xml:lang", "en").text(text).close();
+        w.close();
+        append(f);
+        log::info(log_ctx_, "SASL EXTERNAL refused: {} {}", cond, text);
+    };
+    if (sasl_done_) return failure("not-authorized", "already authenticated");
+    if (el.attr("mechanism") != "EXTERNAL") return failure("invalid-mechanism", "");
+    if (!external_offered_) return failure("not-authorized", "EXTERNAL was not offered");
+    std::string authzid;
+    std::string payload = el.text_content();
+    if (payload != "=" && !payload.empty() && !base64_decode(authzid, payload))
+        return failure("incorrect-encoding", "");
+    std::string domain = authzid.empty() ? remote_domain_ : lowercase_domain(authzid);
+    if (domain.empty()) return failure("not-authorized", "no identity: no 'from' and no authzid");
+    if (!remote_domain_.empty() && domain != remote_domain_)
+        return failure("invalid-authzid", "authzid differs from the stream's 'from'");
+    if (!valid_domain(domain)) return failure("invalid-authzid", "");
+    if (!tls_.peer.valid_for(domain))
+        return failure("not-authorized", fmt::format("certificate not valid for {}", domain));
+    append("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    sasl_done_ = true;
+    remote_domain_ = domain;
+    add_pair_in(domain, local_domain_, AuthMethod::SaslExternal);
+    if (bidi_) add_pair_out(local_domain_, domain, AuthMethod::Bidi);
+    restart_ = Restart::Sasl;
+}
+
+void Session::recv_db_result_receiver(const xml::Node& el) {
+    if (el.has_attr("type")) {
+        log::debug(log_ctx_, "ignoring <db:result type='{}'/> on an incoming stream", el.attr("type"));
+        return;
+    }
+    std::string from = lowercase_domain(el.attr("from"));
+    std::string to = lowercase_domain(el.attr("to"));
+    if (from.empty() || to.empty()) {
+        fail(StreamError::ImproperAddressing, "<db:result/> without 'from' or 'to'");
+        return;
+    }
+    if (!valid_domain(from)) {
+        fail(StreamError::InvalidFrom, fmt::format("invalid dialback 'from' '{}'", from));
+        return;
+    }
+    if (!valid_domain(to) || !host_.session_hosts(to)) {
+        fail(StreamError::HostUnknown, fmt::format("'{}' is not served here", to));
+        return;
+    }
+    if (!cfg_.offer_dialback) {
+        fail(StreamError::UnsupportedFeature, "dialback is not offered on this stream");
+        return;
+    }
+    if (cfg_.tls_policy == TlsPolicy::Required && !tls_.active) {
+        fail(StreamError::PolicyViolation, "TLS is required before dialback");
+        return;
+    }
+    std::string key = el.text_content();
+    auto answer = [&](std::string_view type) {
+        std::string r;
+        xml::Writer(r).open("db:result").attr("from", to).attr("to", from).attr("type", type).close();
+        append(r);
+    };
+    if (in_.count(std::pair<std::string_view, std::string_view>(from, to))) {
+        answer("valid");
+        return;
+    }
+    if (pending_db_.count(std::pair<std::string_view, std::string_view>(from, to))) return;
+    if (tls_.peer.valid_for(from)) {
+        answer("valid");
+        add_pair_in(from, to, AuthMethod::DialbackCert);
+        if (bidi_) add_pair_out(to, from, AuthMethod::Bidi);
+        return;
+    }
+    if (key.empty()) {
+        answer("invalid");
+        log::warn(log_ctx_, "dialback from {} to {} refused: empty key", from, to);
+        return;
+    }
+    pending_db_.emplace(from, to);
+    DialbackVerdict v = host_.session_dialback_request(DialbackRequest{from, to, key, stream_id_});
+    if (state_ == State::Closed) return;
+    if (v == DialbackVerdict::Pending) return;
+    if (auto it = pending_db_.find(std::pair<std::string_view, std::string_view>(from, to)); it != pending_db_.end())
+        pending_db_.erase(it);
+    if (v == DialbackVerdict::Valid) {
+        answer("valid");
+        add_pair_in(from, to, AuthMethod::DialbackTrusted);
+    } else {
+        answer("invalid");
+        log::warn(log_ctx_, "dialback from {} to {} refused", from, to);
+    }
+}
+
+void Session::dialback_result(std::string_view from, std::string_view to, bool valid,
+                              std::string_view error, StanzaError cond) {
+    if (state_ == State::Closed) return;
+    auto it = pending_db_.find(std::pair<std::string_view, std::string_view>(from, to));
+    if (it == pending_db_.end()) return;
+    std::string f = it->first, t = it->second;
+    pending_db_.erase(it);
+    std::string r;
+    xml::Writer w(r);
+    if (!error.empty()) {
+        w.open("db:result").attr("from", t).attr("to", f).attr("type", "error");
+        w.open("error").attr("type", default_error_type(cond)).open(condition_name(cond)).xmlns(ns::kStanzas).close();
+        w.open("text").xmlns(ns::kStanzas).attr("xml:lang", "en").text(error).close();
+        w.close().close();
+        append(r);
+        log::warn(log_ctx_, "dialback from {} to {} could not be verified: {}", f, t, error);
+        return;
+    }
+    w.open("db:result").attr("from", t).attr("to", f).attr("type", valid ? "valid" : "invalid").close();
+    append(r);
+    if (valid) {
+        add_pair_in(f, t, AuthMethod::Dialback);
+    } else {
+        log::warn(log_ctx_, "dialback from {} to {} refused by the authoritative server", f, t);
+    }
+}
+
+// ------------------------------------------------------------- initiator
+
+void Session::recv_features(const xml::Node& el) {
+    if (state_ != State::Negotiating) {
+        fail(StreamError::InvalidXml, "unexpected <stream:features/>");
+        return;
+    }
+    const xml::Node* starttls = el.child(ns::kTls, "starttls");
+    const xml::Node* mechs = el.child(ns::kSasl, "mechanisms");
+    const xml::Node* dialback = el.child(ns::kDialbackFeature, "dialback");
+    bool bidi = el.child(ns::kBidiFeature, "bidi") || el.child(ns::kBidi, "bidi");
+    dialback_offered_ = dialback != nullptr || peer_declares_db_;
+    peer_dialback_errors_ = dialback && dialback->child(ns::kDialbackFeature, "errors");
+
+    if (sasl_done_) {
+        become_ready(AuthMethod::SaslExternal);
+        return;
+    }
+    if (!tls_.active) {
+        if (starttls && cfg_.tls_possible) {
+            append("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            state_ = State::WaitProceed;
+            return;
+        }
+        if (cfg_.tls_policy == TlsPolicy::Required) {
+            fail_quiet(fmt::format("{}: {} (TLS policy 'required' forbids plaintext)", cfg_.to,
+                                   starttls ? "TLS unavailable" : "the peer does not offer STARTTLS"),
+                       StanzaError::RemoteServerTimeout);
+            return;
+        }
+    }
+    if (cfg_.verify_only) {
+        state_ = State::Ready;
+        deadline_ = kNever;
+        host_.session_ready();
+        return;
+    }
+    if (bidi && cfg_.want_bidi && tls_.active && tls_.peer.valid_for(cfg_.to)) {
+        append("<bidi xmlns='urn:xmpp:bidi'/>");
+        bidi_ = true;
+    }
+    bool external = has_mechanism(mechs, "EXTERNAL") && cfg_.use_external && tls_.active &&
+                    external_tried_for_.empty() && host_.session_has_cert(cfg_.from);
+    if (external) {
+        std::string a = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>";
+        base64_encode(a, cfg_.from);
+        a += "</auth>";
+        append(a);
+        state_ = State::WaitSasl;
+        return;
+    }
+    if (dialback_offered_ && cfg_.use_dialback) {
+        start_dialback();
+        return;
+    }
+    fail_quiet(fmt::format("{}: no usable authentication method (SASL EXTERNAL {}, dialback {})", cfg_.to,
+                           has_mechanism(mechs, "EXTERNAL") ? "not possible" : "not offered",
+                           dialback_offered_ ? "disabled" : "not offered"),
+               StanzaError::RemoteServerTimeout);
+}
+
+void Session::start_dialback() {
+    std::string key = keys_.generate(cfg_.to, cfg_.from, peer_stream_id_);
+    std::string r;
+    xml::Writer(r).open("db:result").attr("from", cfg_.from).attr("to", cfg_.to).text(key).close();
+    append(r);
+    state_ = State::WaitDialback;
+}
+
+void Session::recv_db_result_initiator(const xml::Node& el) {
+    std::string_view type = el.attr("type");
+    std::string from = lowercase_domain(el.attr("from"));
+    std::string to = lowercase_domain(el.attr("to"));
+    if (state_ != State::WaitDialback || from != cfg_.to || (!to.empty() && to != cfg_.from)) {
+        log::debug(log_ctx_, "ignoring unexpected <db:result from='{}' to='{}' type='{}'/>", from, to, type);
+        return;
+    }
+    if (type == "valid") {
+        become_ready(AuthMethod::Dialback);
+    } else if (type == "error") {
+        const xml::Node* err = el.child(ns::kServer, "error");
+        if (!err) err = el.child_in(ns::kDialback);
+        std::string cond(condition_of(err, ns::kStanzas));
+        std::string text = text_of(err, ns::kStanzas);
+        fail_quiet(fmt::format("{}: dialback error {}{}{}", cfg_.to, cond.empty() ? "(none)" : cond,
+                               text.empty() ? "" : ": ", text),
+                   cond == "remote-server-not-found" ? StanzaError::RemoteServerNotFound
+                                                     : StanzaError::RemoteServerTimeout);
+    } else {
+        fail_quiet(fmt::format("{}: dialback key for {} rejected ({})", cfg_.to, cfg_.from,
+                               type.empty() ? "no type" : type),
+                   StanzaError::RemoteServerTimeout);
+    }
+}
+
+void Session::become_ready(AuthMethod m) {
+    state_ = State::Ready;
+    deadline_ = kNever;
+    add_pair_out(cfg_.from, cfg_.to, m);
+    // Seed 003: the reverse direction only for a name authenticated by X.509.
+    if (bidi_ && tls_.peer.valid_for(cfg_.to)) add_pair_in(cfg_.to, cfg_.from, AuthMethod::Bidi);
+}
+
+// ------------------------------------------------------------------ both
+
+void Session::recv_db_verify(const xml::Node& el) {
+    std::string_view type = el.attr("type");
+    std::string from = lowercase_domain(el.attr("from"));
+    std::string to = lowercase_domain(el.attr("to"));
+    std::string_view id = el.attr("id");
+    if (!type.empty()) {
+        if (cfg_.role == Role::Initiator) host_.session_verify_answer(from, to, id, type == "valid");
+        else log::debug(log_ctx_, "ignoring <db:verify type='{}'/> on an incoming stream", type);
+        return;
+    }
+    if (from.empty() || to.empty() || id.empty()) {
+        fail(StreamError::ImproperAddressing, "<db:verify/> without 'from', 'to' or 'id'");
+        return;
+    }
+    // We are the authoritative server for `to` (the originating domain).
+    bool valid = host_.session_hosts(to) && keys_.verify(from, to, id, el.text_content());
+    std::string r;
+    xml::Writer(r).open("db:verify").attr("from", to).attr("to", from).attr("id", id)
+        .attr("type", valid ? "valid" : "invalid").close();
+    append(r);
+    if (valid) log::info(log_ctx_, "dialback key of {} for {} confirmed", to, from);
+    else log::warn(log_ctx_, "dialback key claimed for {} towards {} is NOT ours: answered invalid", to, from);
+}
+
+std::string_view Session::lower(std::string_view d, std::string& scratch) const {
+    if (!needs_lowercase(d)) return d;
+    scratch = lowercase_domain(d);
+    return scratch;
+}
+
+void Session::recv_stanza(const xml::Node& el) {
+    if (in_.empty()) {
+        fail(StreamError::NotAuthorized, "stanza received before authentication");
+        return;
+    }
+    StanzaRoute r;
+    r.head.name = el.name;
+    r.head.from = el.attr("from");
+    r.head.to = el.attr("to");
+    r.head.id = el.attr("id");
+    r.head.type = el.attr("type");
+    if (r.head.from.empty() || r.head.to.empty()) {
+        fail(StreamError::ImproperAddressing,
+             fmt::format("<{}/> without '{}'", el.name, r.head.from.empty() ? "from" : "to"));
+        return;
+    }
+    JidParts from, to;
+    if (!parse_jid(r.head.from, from)) {
+        fail(StreamError::InvalidFrom, fmt::format("malformed 'from' JID '{}'", r.head.from));
+        return;
+    }
+    r.from_domain = lower(from.domain, scratch_from_);
+    // A malformed 'to' is the host's to answer with <jid-malformed/>.
+    r.to_domain = parse_jid(r.head.to, to) ? lower(to.domain, scratch_to_) : std::string_view();
+    if (!r.to_domain.empty() && !can_receive(r.from_domain, r.to_domain)) {
+        bool from_known = false;
+        for (const auto& p : in_)
+            if (p.first == r.from_domain) from_known = true;
+        if (!from_known) {
+            fail(StreamError::InvalidFrom,
+                 fmt::format("'{}' is not authenticated on this stream", r.from_domain));
+        } else {
+            fail(StreamError::ImproperAddressing,
+                 fmt::format("'{}' may not send to '{}' on this stream", r.from_domain, r.to_domain));
+        }
+        return;
+    }
+    if (r.to_domain.empty()) {
+        bool from_known = false;
+        for (const auto& p : in_)
+            if (p.first == r.from_domain) from_known = true;
+        if (!from_known) {
+            fail(StreamError::InvalidFrom, fmt::format("'{}' is not authenticated on this stream", r.from_domain));
+            return;
+        }
+    }
+    ++stanzas_in_;
+    host_.session_stanza(el, r);
+}
+
+void Session::recv_stream_error(const xml::Node& el) {
+    std::string cond(condition_of(&el, ns::kStreams));
+    std::string text = text_of(&el, ns::kStreams);
+    CloseInfo info;
+    info.by_peer = true;
+    info.error = true;
+    info.reason = fmt::format("peer sent stream error <{}/>{}{}", cond.empty() ? "?" : cond,
+                              text.empty() ? "" : ": ", text);
+    if (cond == "host-unknown" || cond == "remote-connection-failed")
+        info.bounce = StanzaError::RemoteServerNotFound;
+    if (!sent_close_) {
+        append("</stream:stream>");
+        sent_close_ = true;
+    }
+    finish_close(std::move(info));
+}
+
+void Session::add_pair_in(std::string_view from, std::string_view to, AuthMethod m) {
+    if (!in_.emplace(std::string(from), std::string(to)).second) return;
+    if (cfg_.role == Role::Receiver) deadline_ = kNever;
+    log::info(log_ctx_, "authenticated {} -> {} (incoming, {})", from, to, to_string(m));
+    host_.session_authenticated(from, to, true, m);
+}
+
+void Session::add_pair_out(std::string_view from, std::string_view to, AuthMethod m) {
+    if (!out_pairs_.emplace(std::string(from), std::string(to)).second) return;
+    log::info(log_ctx_, "authenticated {} -> {} (outgoing, {})", from, to, to_string(m));
+    host_.session_authenticated(from, to, false, m);
+}
+
+bool Session::can_send(std::string_view from_domain, std::string_view to_domain) const {
+    return state_ != State::Closed &&
+           out_pairs_.count(std::pair<std::string_view, std::string_view>(from_domain, to_domain)) != 0;
+}
+
+bool Session::can_receive(std::string_view from_domain, std::string_view to_domain) const {
+    return in_.count(std::pair<std::string_view, std::string_view>(from_domain, to_domain)) != 0;
+}
+
+void Session::send_db_verify(std::string_view from, std::string_view to, std::string_view id,
+                             std::string_view key) {
+    std::string r;
+    xml::Writer(r).open("db:verify").attr("from", from).attr("to", to).attr("id", id).text(key).close();
+    append(r);
+}
+
+// ----------------------------------------------------------------- close
+
+void Session::fail(StreamError cond, std::string_view text, StanzaError bounce) {
+    if (state_ == State::Closed) return;
+    log::warn(log_ctx_, "stream error <{}/>: {}", condition_name(cond), text);
+    if (!header_sent_ && cfg_.role == Role::Receiver) {
+        if (stream_id_.empty()) stream_id_ = random_stream_id();
+        send_header();
+    }
+    std::string e;
+    write_stream_error(e, cond, text);
+    e += "</stream:stream>";
+    append(e);
+    sent_close_ = true;
+    CloseInfo info;
+    info.error = true;
+    info.reason = fmt::format("sent stream error <{}/>: {}", condition_name(cond), text);
+    info.bounce = bounce;
+    finish_close(std::move(info));
+}
+
+void Session::fail_quiet(std::string_view reason, StanzaError bounce) {
+    if (state_ == State::Closed) return;
+    log::warn(log_ctx_, "{}", reason);
+    if (header_sent_ && !sent_close_) {
+        append("</stream:stream>");
+        sent_close_ = true;
+    }
+    CloseInfo info;
+    info.error = true;
+    info.reason = std::string(reason);
+    info.bounce = bounce;
+    finish_close(std::move(info));
+}
+
+void Session::close(StreamError cond, std::string_view text) { fail(cond, text); }
+
+void Session::close() {
+    if (state_ == State::Closed) return;
+    if (header_sent_ && !sent_close_) {
+        append("</stream:stream>");
+        sent_close_ = true;
+    }
+    CloseInfo info;
+    info.reason = "closed by us";
+    finish_close(std::move(info));
+}
+
+void Session::finish_close(CloseInfo info) {
+    state_ = State::Closed;
+    deadline_ = kNever;
+    info.authenticated = !in_.empty() || !out_pairs_.empty();
+    host_.session_closed(info);
+}
+
+} // namespace s2smux::xmpp

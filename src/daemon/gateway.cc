@@ -1,0 +1,499 @@
+#include "daemon/gateway.h"
+
+#include "common/log.h"
+#include "xml/writer.h"
+#include "xmpp/jid.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace s2smux {
+
+using net::Stream;
+using net::StreamKind;
+using xmpp::DomainPair;
+using xmpp::StanzaError;
+
+namespace {
+constexpr const char* kCtx = "gateway";
+constexpr TimeMs kTickMs = 1000;
+} // namespace
+
+Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)) {
+    for (auto& d : cfg_.domains) d = xmpp::lowercase_domain(d);
+    ctx_.loop = loop_;
+    ctx_.certs = &certs_;
+    ctx_.trust = &trust_;
+    ctx_.owner = this;
+}
+
+Gateway::~Gateway() = default;
+
+bool Gateway::is_local(std::string_view domain) const {
+    return std::find(cfg_.domains.begin(), cfg_.domains.end(), domain) != cfg_.domains.end();
+}
+
+Result<void> Gateway::start() {
+    keys_ = std::make_unique<xmpp::DialbackKeys>(cfg_.dialback_secret.empty()
+                                                     ? xmpp::DialbackKeys::random()
+                                                     : xmpp::DialbackKeys(cfg_.dialback_secret));
+    ctx_.keys = keys_.get();
+
+    for (const auto& c : cfg_.certs) {
+        auto lc = tls::load_cert_files(c.cert, c.key);
+        if (!lc) return make_error(fmt::format("certificate {}: {}", c.cert, lc.error()));
+        std::string names;
+        for (const auto& n : (*lc)->identity.names()) names += (names.empty() ? "" : ", ") + n;
+        log::info(kCtx, "loaded certificate {} for {}", c.cert, names);
+        certs_.add(std::move(*lc));
+    }
+    for (const auto& d : cfg_.domains)
+        if (!certs_.find(d)) log::warn(kCtx, "no certificate for local domain {}: remotes can only use dialback", d);
+    if (!cfg_.ca_file.empty()) {
+        if (auto r = trust_.add_ca_file(cfg_.ca_file); !r) return make_error(fmt::format("[tls] ca_file: {}", r.error()));
+    }
+    if (cfg_.ca_file.empty() || cfg_.system_ca) {
+        if (auto r = trust_.add_system(); !r) return make_error(fmt::format("system trust store: {}", r.error()));
+    }
+
+    resolver_ = std::make_unique<route::Resolver>(loop_, cfg_.routes, cfg_.nameserver);
+    if (auto r = resolver_->init(); !r) return make_error(fmt::format("resolver: {}", r.error()));
+
+    auto add_listener = [&](const std::optional<Endpoint>& ep, const char* name, StreamKind kind, bool direct) -> Result<void> {
+        if (!ep) return {};
+        auto l = std::make_unique<net::Listener>(loop_, name, [this, kind, direct](uv_stream_t* server) {
+            on_accept(server, kind, direct);
+        });
+        if (auto r = l->listen(*ep); !r) return r;
+        listeners_.push_back(std::move(l));
+        return {};
+    };
+    if (auto r = add_listener(cfg_.outer, "outer", StreamKind::OuterIn, false); !r) return r;
+    if (auto r = add_listener(cfg_.outer_tls, "outer_tls", StreamKind::OuterIn, true); !r) return r;
+    if (auto r = add_listener(cfg_.inner, "inner", StreamKind::InnerIn, false); !r) return r;
+
+    uv_prepare_init(loop_, &prepare_);
+    prepare_.data = this;
+    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Gateway*>(h->data)->flush_dirty(); });
+    uv_check_init(loop_, &check_);
+    check_.data = this;
+    uv_check_start(&check_, [](uv_check_t* h) { static_cast<Gateway*>(h->data)->flush_dirty(); });
+    uv_timer_init(loop_, &tick_);
+    tick_.data = this;
+    uv_timer_start(&tick_, [](uv_timer_t* h) { static_cast<Gateway*>(h->data)->tick(); }, kTickMs, kTickMs);
+    log::info(kCtx, "serving {} local domain(s); TLS policy {}", cfg_.domains.size(), xmpp::to_string(cfg_.policy));
+    return {};
+}
+
+void Gateway::stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    log::info(kCtx, "shutting down: closing {} stream(s)", streams_.size());
+    for (auto& l : listeners_) l->close();
+    // Bounce what is still queued, then close every stream.
+    for (auto& [key, r] : routes_) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
+    std::vector<Stream*> all;
+    for (auto& [id, s] : streams_) all.push_back(s);
+    for (Stream* s : all) {
+        if (!s->finished()) s->session().close(xmpp::StreamError::SystemShutdown, "gateway shutting down");
+    }
+    flush_dirty();
+    if (resolver_) resolver_->shutdown();
+    uv_prepare_stop(&prepare_);
+    uv_check_stop(&check_);
+    uv_timer_stop(&tick_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+}
+
+// ------------------------------------------------------------ streams
+
+xmpp::TlsPolicy Gateway::policy_for(std::string_view remote) const {
+    if (const RouteConfig* rc = route::find_route(cfg_.routes, remote); rc && rc->policy) return *rc->policy;
+    return cfg_.policy;
+}
+
+xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view from, std::string_view to) const {
+    xmpp::SessionConfig c;
+    c.limits.max_stanza_bytes = cfg_.max_stanza_bytes;
+    c.limits.max_depth = cfg_.max_depth;
+    c.limits.max_attrs = cfg_.max_attrs;
+    c.auth_timeout_ms = cfg_.auth_timeout_ms;
+    c.from = std::string(from);
+    c.to = std::string(to);
+    bool have_cert = certs_.any() != nullptr;
+    switch (kind) {
+    case StreamKind::OuterIn:
+        c.role = xmpp::Role::Receiver;
+        c.tls_policy = cfg_.policy;
+        c.tls_possible = have_cert;
+        break;
+    case StreamKind::InnerIn:
+        // The local server is trusted: dialback for its domains is accepted
+        // as is; TLS is offered when we have a certificate but not required.
+        c.role = xmpp::Role::Receiver;
+        c.tls_policy = xmpp::TlsPolicy::Optional;
+        c.tls_possible = have_cert; // TODO(config): [listen] inner_starttls
+        c.offer_external = false;
+        c.offer_bidi = false;
+        break;
+    case StreamKind::OuterOut:
+    case StreamKind::VerifyOut:
+        c.role = xmpp::Role::Initiator;
+        c.tls_policy = policy_for(to);
+        c.verify_peer = c.tls_policy == xmpp::TlsPolicy::Required;
+        c.verify_only = kind == StreamKind::VerifyOut;
+        c.auth_timeout_ms = cfg_.connect_timeout_ms;
+        break;
+    case StreamKind::UpstreamOut:
+        c.role = xmpp::Role::Initiator;
+        c.tls_policy = cfg_.upstream_tls;
+        c.verify_peer = false;
+        c.use_external = false;
+        c.want_bidi = false;
+        c.auth_timeout_ms = cfg_.connect_timeout_ms;
+        break;
+    }
+    return c;
+}
+
+void Gateway::on_accept(uv_stream_t* server, StreamKind kind, bool direct_tls) {
+    if (stopping_) return;
+    std::uint64_t id = next_id_++;
+    Stream* s = Stream::accept(ctx_, server, kind, direct_tls, session_config(kind), id);
+    if (!s) return;
+    ++stats_.streams_accepted;
+    streams_[id] = s;
+}
+
+bool Gateway::stream_hosts(Stream& s, std::string_view domain) {
+    switch (s.kind()) {
+    case StreamKind::InnerIn:
+    case StreamKind::UpstreamOut:
+        // Toward the local server we stand in for every remote domain.
+        return !is_local(domain) && xmpp::valid_domain(domain);
+    default:
+        return is_local(domain);
+    }
+}
+
+bool Gateway::stream_has_cert(std::string_view domain) { return certs_.find(domain) != nullptr; }
+
+xmpp::DialbackVerdict Gateway::stream_dialback_request(Stream& s, const xmpp::DialbackRequest& r) {
+    if (s.kind() == StreamKind::InnerIn) {
+        if (is_local(r.from)) return xmpp::DialbackVerdict::Valid;
+        log::warn(s.session().log_context(), "local server claims non-local domain {}: refused", r.from);
+        return xmpp::DialbackVerdict::Invalid;
+    }
+    if (s.kind() != StreamKind::OuterIn) return xmpp::DialbackVerdict::Invalid;
+    if (is_local(r.from)) {
+        log::warn(s.session().log_context(), "remote claims our own domain {}: refused", r.from);
+        return xmpp::DialbackVerdict::Invalid;
+    }
+    if (stopping_) return xmpp::DialbackVerdict::Invalid;
+    start_verify(s.id(), r);
+    return xmpp::DialbackVerdict::Pending;
+}
+
+void Gateway::stream_authenticated(Stream& s, std::string_view from, std::string_view to, bool dir_in,
+                                   xmpp::AuthMethod) {
+    if (dir_in) return; // the session itself checks what it may receive
+    Route& r = route_for(from, to);
+    if (!r.ready || r.ready->finished()) r.ready = &s;
+    if (r.pending == &s) r.pending = nullptr;
+    r.failures = 0;
+    flush_queue(r);
+}
+
+void Gateway::stream_ready(Stream& s) {
+    auto it = verifies_.find(s.id());
+    if (it == verifies_.end()) {
+        s.session().close();
+        return;
+    }
+    PendingVerify& v = it->second;
+    s.session().send_db_verify(v.local, v.remote, v.id, v.key);
+    v.sent = true;
+}
+
+void Gateway::stream_verify_answer(Stream& s, std::string_view from, std::string_view to, std::string_view id,
+                                   bool valid) {
+    auto it = verifies_.find(s.id());
+    if (it == verifies_.end() || it->second.remote != from || it->second.local != to || it->second.id != id) {
+        log::debug(s.session().log_context(), "unexpected <db:verify/> answer from {} ignored", from);
+        return;
+    }
+    PendingVerify v = std::move(it->second);
+    verifies_.erase(it);
+    if (auto rq = streams_.find(v.requester); rq != streams_.end() && !rq->second->finished())
+        rq->second->session().dialback_result(v.remote, v.local, valid);
+    s.session().close();
+}
+
+void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) {
+    if (r.to_domain.empty()) {
+        bounce(r.head, StanzaError::JidMalformed, fmt::format("malformed 'to' address '{}'", r.head.to));
+        return;
+    }
+    switch (s.kind()) {
+    case StreamKind::InnerIn:
+        if (is_local(r.to_domain)) {
+            bounce(r.head, StanzaError::ServiceUnavailable, "local domain routed through the gateway");
+            return;
+        }
+        break;
+    case StreamKind::OuterIn:
+    case StreamKind::OuterOut:
+        if (!is_local(r.to_domain)) {
+            bounce(r.head, StanzaError::ItemNotFound, "not a domain of this gateway");
+            return;
+        }
+        break;
+    default:
+        log::warn(s.session().log_context(), "unexpected stanza on a {} stream dropped", net::to_string(s.kind()));
+        ++stats_.stanzas_dropped;
+        return;
+    }
+    deliver(r.from_domain, r.to_domain, &el, {}, r.head);
+}
+
+void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
+    const std::string& ctx = s.session().log_context();
+    if (info.error) log::info(ctx, "stream closed: {}", info.reason);
+    else log::info(ctx, "stream closed ({})", info.reason);
+    streams_.erase(s.id());
+    if (s.kind() == StreamKind::VerifyOut) verify_failed(s.id(), info.reason);
+    for (auto& [key, r] : routes_) {
+        if (r.ready == &s) r.ready = nullptr;
+        if (r.pending == &s) {
+            r.pending = nullptr;
+            ++r.failures;
+            fail_queue(r, info.bounce, info.reason);
+        } else if (!r.ready && !r.pending && !r.resolving && !r.queue.empty() && !stopping_) {
+            establish(r); // the carrying stream went away with stanzas waiting
+        }
+    }
+}
+
+// ------------------------------------------------------------- routing
+
+Gateway::Route& Gateway::route_for(std::string_view from, std::string_view to) {
+    auto it = routes_.find(std::pair<std::string_view, std::string_view>(from, to));
+    if (it != routes_.end()) return it->second;
+    DomainPair key{std::string(from), std::string(to)};
+    Route& r = routes_[key];
+    r.from = key.first;
+    r.to = key.second;
+    r.upstream = is_local(to);
+    return r;
+}
+
+void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
+                      std::string_view raw, const xmpp::StanzaHead& head) {
+    Route& r = route_for(from_dom, to_dom);
+    if (r.ready && !r.ready->session().can_send(from_dom, to_dom)) r.ready = nullptr;
+    if (r.ready && r.queue.empty()) {
+        if (el) r.ready->session().send_stanza(*el);
+        else r.ready->session().send_raw(raw);
+        ++r.sent;
+        ++stats_.stanzas_routed;
+        return;
+    }
+    if (stopping_) {
+        bounce(head, StanzaError::RemoteServerTimeout, "gateway shutting down");
+        return;
+    }
+    if (r.queue.size() >= cfg_.max_queue_stanzas) {
+        bounce(head, StanzaError::ResourceConstraint,
+               fmt::format("queue for {} -> {} is full ({} stanzas)", r.from, r.to, r.queue.size()));
+        return;
+    }
+    enqueue(r, el, raw, head);
+    if (!r.ready && !r.pending && !r.resolving) establish(r);
+    else if (r.ready) flush_queue(r);
+}
+
+void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) {
+    Queued q;
+    if (el) xml::serialize(q.xml, *el);
+    else q.xml.assign(raw);
+    // The serializer escapes '>' in attributes, so the first '>' ends the
+    // start tag; an element ending in "/>" there has no children.
+    std::size_t gt = q.xml.find('>');
+    if (gt != std::string::npos && gt > 0 && q.xml[gt - 1] != '/') {
+        q.payload_begin = gt + 1;
+        std::size_t end = q.xml.rfind("</");
+        q.payload_end = end != std::string::npos && end >= q.payload_begin ? end : q.payload_begin;
+    }
+    q.name = head.name;
+    q.from = head.from;
+    q.to = head.to;
+    q.id = head.id;
+    q.type = head.type;
+    q.at = static_cast<TimeMs>(uv_now(loop_));
+    r.queue.push_back(std::move(q));
+    ++stats_.stanzas_queued;
+}
+
+void Gateway::flush_queue(Route& r) {
+    if (!r.ready) return;
+    auto& sess = r.ready->session();
+    while (!r.queue.empty() && sess.can_send(r.from, r.to)) {
+        sess.send_raw(r.queue.front().xml);
+        r.queue.pop_front();
+        ++r.sent;
+        ++stats_.stanzas_routed;
+    }
+}
+
+void Gateway::fail_queue(Route& r, StanzaError cond, const std::string& reason) {
+    if (r.queue.empty()) return;
+    log::warn(kCtx, "{} -> {}: bouncing {} queued stanza(s): {}", r.from, r.to, r.queue.size(), reason);
+    std::deque<Queued> q;
+    q.swap(r.queue);
+    for (const Queued& s : q) {
+        xmpp::StanzaHead h{s.name, s.from, s.to, s.id, s.type};
+        std::string_view payload;
+        if (s.payload_end > s.payload_begin)
+            payload = std::string_view(s.xml).substr(s.payload_begin, s.payload_end - s.payload_begin);
+        bounce(h, cond, reason, payload);
+    }
+}
+
+void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string_view text, std::string_view payload) {
+    if (!xmpp::may_bounce(head)) {
+        ++stats_.stanzas_dropped;
+        log::info(kCtx, "dropped <{} type='{}'/> from {} to {} ({}): errors are never answered", head.name,
+                  head.type, head.from, head.to, text);
+        return;
+    }
+    std::string from_dom = xmpp::jid_domain(head.to);
+    std::string to_dom = xmpp::jid_domain(head.from);
+    if (from_dom.empty() || to_dom.empty()) {
+        ++stats_.stanzas_dropped;
+        log::warn(kCtx, "dropped <{}/> from {} to {}: cannot bounce to a malformed address ({})", head.name,
+                  head.from, head.to, text);
+        return;
+    }
+    ++stats_.stanzas_bounced;
+    log::info(kCtx, "bounce <{}/> {} -> {}: {} ({})", head.name, head.from, head.to, xmpp::condition_name(cond), text);
+    std::string xml;
+    xmpp::write_bounce(xml, head, cond, text, payload);
+    xmpp::StanzaHead bh{head.name, head.to, head.from, head.id, "error"};
+    deliver(from_dom, to_dom, nullptr, xml, bh);
+}
+
+void Gateway::establish(Route& r) {
+    if (stopping_) return;
+    DomainPair key{r.from, r.to};
+    if (r.upstream) {
+        if (!cfg_.upstream) {
+            fail_queue(r, StanzaError::ServiceUnavailable, "no [upstream] address configured");
+            return;
+        }
+        route::Target t;
+        t.address = cfg_.upstream->host;
+        t.port = cfg_.upstream->port;
+        t.source = "upstream";
+        connect_route(key, {t});
+        return;
+    }
+    r.resolving = true;
+    resolver_->resolve(r.to, [this, key](Result<route::Resolution> res) {
+        auto it = routes_.find(key);
+        if (it == routes_.end()) return;
+        Route& rt = it->second;
+        rt.resolving = false;
+        if (stopping_) return;
+        if (!res) {
+            ++rt.failures;
+            fail_queue(rt, StanzaError::RemoteServerNotFound, res.error());
+            return;
+        }
+        log::debug(kCtx, "{} -> {}: {}", rt.from, rt.to, res->explain);
+        connect_route(key, std::move(res->targets));
+    });
+}
+
+void Gateway::connect_route(const DomainPair& key, std::vector<route::Target> targets) {
+    Route& r = routes_.at(key);
+    StreamKind kind = r.upstream ? StreamKind::UpstreamOut : StreamKind::OuterOut;
+    std::uint64_t id = next_id_++;
+    auto cfg = session_config(kind, r.from, r.to);
+    Stream* s = Stream::connect(ctx_, kind, std::move(cfg), std::move(targets), id, cfg_.connect_timeout_ms);
+    ++stats_.streams_connected;
+    streams_[id] = s;
+    r.pending = s;
+}
+
+// --------------------------------------------------------- dialback verify
+
+void Gateway::start_verify(std::uint64_t requester, const xmpp::DialbackRequest& r) {
+    PendingVerify v;
+    v.requester = requester;
+    v.remote = std::string(r.from);
+    v.local = std::string(r.to);
+    v.id = std::string(r.stream_id);
+    v.key = std::string(r.key);
+    std::string remote = v.remote;
+    resolver_->resolve(remote, [this, v = std::move(v)](Result<route::Resolution> res) mutable {
+        if (stopping_) return;
+        auto rq = streams_.find(v.requester);
+        if (rq == streams_.end() || rq->second->finished()) return;
+        if (!res) {
+            rq->second->session().dialback_result(v.remote, v.local, false,
+                                                  fmt::format("cannot resolve {}: {}", v.remote, res.error()),
+                                                  StanzaError::RemoteServerNotFound);
+            return;
+        }
+        std::uint64_t id = next_id_++;
+        auto cfg = session_config(StreamKind::VerifyOut, v.local, v.remote);
+        verifies_[id] = std::move(v);
+        Stream* s = Stream::connect(ctx_, StreamKind::VerifyOut, std::move(cfg), std::move(res->targets), id,
+                                    cfg_.connect_timeout_ms);
+        streams_[id] = s;
+    });
+}
+
+void Gateway::verify_failed(std::uint64_t verify_stream, const std::string& reason) {
+    auto it = verifies_.find(verify_stream);
+    if (it == verifies_.end()) return;
+    PendingVerify v = std::move(it->second);
+    verifies_.erase(it);
+    if (auto rq = streams_.find(v.requester); rq != streams_.end() && !rq->second->finished())
+        rq->second->session().dialback_result(
+            v.remote, v.local, false, fmt::format("authoritative server unreachable: {}", reason),
+            StanzaError::RemoteServerTimeout);
+}
+
+// ---------------------------------------------------------------- loop
+
+void Gateway::flush_dirty() {
+    if (ctx_.dirty.empty()) return;
+    std::vector<Stream*> batch;
+    batch.swap(ctx_.dirty);
+    for (Stream* s : batch) s->flush();
+}
+
+void Gateway::tick() {
+    TimeMs now = static_cast<TimeMs>(uv_now(loop_));
+    for (auto& [key, r] : routes_) {
+        if (r.queue.empty() || now - r.queue.front().at < static_cast<TimeMs>(cfg_.queue_timeout_ms)) continue;
+        // Bounce what waited too long; keep the rest queued.
+        std::deque<Queued> expired;
+        while (!r.queue.empty() && now - r.queue.front().at >= static_cast<TimeMs>(cfg_.queue_timeout_ms)) {
+            expired.push_back(std::move(r.queue.front()));
+            r.queue.pop_front();
+        }
+        std::deque<Queued> keep;
+        keep.swap(r.queue);
+        r.queue.swap(expired);
+        fail_queue(r, StanzaError::RemoteServerTimeout,
+                   fmt::format("no stream to {} within {} s", r.to, cfg_.queue_timeout_ms / 1000));
+        r.queue.swap(keep);
+    }
+}
+
+} // namespace s2smux

@@ -1,0 +1,138 @@
+// The gateway: owns listeners, streams, routes and the resolver, and decides
+// where every stanza goes (router).
+//
+// Fronting model: the local server sends its outbound S2S to the inner
+// listener (trusted, dialback accepted for local domains); the gateway opens
+// authenticated streams to remote servers (outer-out) and accepts theirs
+// (outer-in); inbound stanzas are delivered to the local server over
+// upstream-out streams authenticated by dialback, whose keys the local server
+// verifies by calling back through the inner listener.
+//
+// A stanza is delivered on an authenticated stream or queued (bounded in
+// count and time) while one is established; if that fails it is bounced to
+// its sender with a stanza error. Nothing is dropped silently: every drop is
+// logged and counted.
+#pragma once
+
+#include "daemon/config.h"
+#include "net/listener.h"
+#include "net/stream.h"
+#include "route/resolver.h"
+#include "tls/certs.h"
+#include "tls/trust.h"
+#include "xmpp/dialback.h"
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace s2smux {
+
+struct GatewayStats {
+    std::uint64_t stanzas_routed = 0;   // delivered onto an authenticated stream
+    std::uint64_t stanzas_queued = 0;   // had to wait for a stream
+    std::uint64_t stanzas_bounced = 0;  // answered with an error to their sender
+    std::uint64_t stanzas_dropped = 0;  // could not even be bounced (logged)
+    std::uint64_t streams_accepted = 0;
+    std::uint64_t streams_connected = 0;
+};
+
+class Gateway final : public net::StreamOwner {
+public:
+    Gateway(uv_loop_t* loop, Config cfg);
+    ~Gateway() override;
+
+    // Loads certificates and trust anchors, starts listeners and the resolver.
+    Result<void> start();
+    // Stops listening, closes streams gracefully; `done` runs when every
+    // handle is closed (then uv_run returns).
+    void stop();
+
+    const GatewayStats& stats() const { return stats_; }
+    const Config& config() const { return cfg_; }
+    bool is_local(std::string_view domain) const;
+
+private:
+    struct Queued {
+        std::string xml;          // serialized stanza
+        std::string name, from, to, id, type;
+        TimeMs at = 0;
+        std::size_t payload_begin = 0, payload_end = 0; // inner XML inside `xml`
+    };
+    struct Route {
+        std::string from, to;
+        bool upstream = false;          // to the local server
+        net::Stream* ready = nullptr;   // a stream that can send (from, to)
+        net::Stream* pending = nullptr; // a stream being established for it
+        bool resolving = false;
+        std::deque<Queued> queue;
+        std::uint64_t sent = 0;
+        int failures = 0;               // consecutive establishment failures
+    };
+    struct PendingVerify {
+        std::uint64_t requester = 0;    // stream id of the incoming stream
+        std::string remote, local, id, key;
+        bool sent = false;
+    };
+
+    // net::StreamOwner
+    bool stream_hosts(net::Stream& s, std::string_view domain) override;
+    bool stream_has_cert(std::string_view domain) override;
+    xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
+    void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
+                              xmpp::AuthMethod m) override;
+    void stream_verify_answer(net::Stream& s, std::string_view from, std::string_view to, std::string_view id,
+                              bool valid) override;
+    void stream_ready(net::Stream& s) override;
+    void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
+    void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
+
+    xmpp::SessionConfig session_config(net::StreamKind kind, std::string_view from = {},
+                                       std::string_view to = {}) const;
+    xmpp::TlsPolicy policy_for(std::string_view remote) const;
+    void on_accept(uv_stream_t* server, net::StreamKind kind, bool direct_tls);
+
+    Route& route_for(std::string_view from, std::string_view to);
+    // Delivers a parsed stanza or a serialized one (bounces) on (from, to).
+    void deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
+                 std::string_view raw, const xmpp::StanzaHead& head);
+    void enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head);
+    void establish(Route& r);
+    void connect_route(const xmpp::DomainPair& key, std::vector<route::Target> targets);
+    void flush_queue(Route& r);
+    void fail_queue(Route& r, xmpp::StanzaError cond, const std::string& reason);
+    void bounce(const xmpp::StanzaHead& head, xmpp::StanzaError cond, std::string_view text,
+                std::string_view payload = {});
+    void start_verify(std::uint64_t requester, const xmpp::DialbackRequest& r);
+    void verify_failed(std::uint64_t verify_stream, const std::string& reason);
+    void flush_dirty();
+    void tick();
+
+    uv_loop_t* loop_;
+    Config cfg_;
+    tls::CertStore certs_;
+    tls::TrustStore trust_;
+    std::unique_ptr<xmpp::DialbackKeys> keys_;
+    std::unique_ptr<route::Resolver> resolver_;
+    net::Context ctx_;
+    std::vector<std::unique_ptr<net::Listener>> listeners_;
+    std::unordered_map<std::uint64_t, net::Stream*> streams_;
+    std::map<xmpp::DomainPair, Route, xmpp::DomainPairLess> routes_;
+    std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
+    std::uint64_t next_id_ = 1;
+    GatewayStats stats_;
+    bool stopping_ = false;
+
+    uv_prepare_t prepare_{};
+    uv_check_t check_{};
+    uv_timer_t tick_{};
+};
+
+} // namespace s2smux

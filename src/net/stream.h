@@ -1,0 +1,180 @@
+// One TCP connection: libuv handle + optional TLS channel + XMPP session.
+//
+// The thin I/O shell around the sans-I/O core. Reads go TLS → session;
+// session output is batched and written once per loop iteration (the owner
+// flushes dirty streams from uv_prepare/uv_check), so many stanzas share a
+// TLS record and a write(2). Peer certificates are verified on the libuv
+// thread pool; the loop never waits for it. Memory is freed only after every
+// libuv handle and pending work item is done (the uv_close rule).
+#pragma once
+
+#include "common/clock.h"
+#include "route/resolver.h"
+#include "tls/channel.h"
+#include "tls/trust.h"
+#include "xmpp/session.h"
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace s2smux::net {
+
+enum class StreamKind : std::uint8_t {
+    OuterIn,     // a remote server connected to our public S2S port
+    InnerIn,     // the local server's outbound S2S
+    OuterOut,    // we connect to a remote server
+    UpstreamOut, // we connect to the local server to deliver inbound stanzas
+    VerifyOut,   // we connect to a remote authoritative server for <db:verify/>
+};
+const char* to_string(StreamKind k);
+inline bool is_outgoing(StreamKind k) {
+    return k == StreamKind::OuterOut || k == StreamKind::UpstreamOut || k == StreamKind::VerifyOut;
+}
+
+class Stream;
+
+class StreamOwner {
+public:
+    virtual ~StreamOwner() = default;
+    virtual bool stream_hosts(Stream& s, std::string_view domain) = 0;
+    virtual bool stream_has_cert(std::string_view domain) = 0;
+    virtual xmpp::DialbackVerdict stream_dialback_request(Stream& s, const xmpp::DialbackRequest& r) = 0;
+    virtual void stream_authenticated(Stream& s, std::string_view from, std::string_view to, bool dir_in,
+                                      xmpp::AuthMethod m) = 0;
+    virtual void stream_verify_answer(Stream& s, std::string_view from, std::string_view to,
+                                      std::string_view id, bool valid) = 0;
+    virtual void stream_ready(Stream& s) = 0;
+    virtual void stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) = 0;
+    // The stream is finished (session closed, connect failed, transport
+    // error). Forget the pointer: the stream frees itself once its handles
+    // are closed.
+    virtual void stream_closed(Stream& s, const xmpp::CloseInfo& info) = 0;
+};
+
+// Shared by all streams of a loop.
+struct Context {
+    uv_loop_t* loop = nullptr;
+    const tls::CertStore* certs = nullptr;
+    const tls::TrustStore* trust = nullptr;
+    const xmpp::DialbackKeys* keys = nullptr;
+    StreamOwner* owner = nullptr;
+    std::vector<Stream*> dirty; // streams with output to flush
+};
+
+struct StreamStats {
+    std::uint64_t bytes_in = 0, bytes_out = 0; // on the wire
+    std::uint64_t stanzas_out = 0;
+};
+
+class Stream final : public xmpp::SessionHost {
+public:
+    // Incoming: accepts from `server`. direct_tls: TLS from the first byte (XEP-0368).
+    static Stream* accept(Context& ctx, uv_stream_t* server, StreamKind kind, bool direct_tls,
+                          xmpp::SessionConfig cfg, std::uint64_t id);
+    // Outgoing: tries the targets in order; TCP failures move to the next.
+    static Stream* connect(Context& ctx, StreamKind kind, xmpp::SessionConfig cfg,
+                           std::vector<route::Target> targets, std::uint64_t id, TimeMs connect_timeout_ms);
+
+    xmpp::Session& session() { return *session_; }
+    StreamKind kind() const { return kind_; }
+    std::uint64_t id() const { return id_; }
+    const std::string& peer() const { return peer_; }
+    const StreamStats& stats() const { return stats_; }
+    bool finished() const { return finished_; }
+
+    // Encrypt and write pending session output.
+    void flush();
+    // Close now (after flushing what is pending); owner is not notified again.
+    void shutdown(std::string_view why);
+
+    // Bytes queued toward the socket (backpressure figure).
+    std::size_t write_backlog() const { return wpending_.size() + winflight_.size(); }
+
+private:
+    Stream(Context& ctx, StreamKind kind, xmpp::SessionConfig cfg, std::uint64_t id);
+    ~Stream() override;
+
+    // xmpp::SessionHost
+    void session_wants_write() override;
+    void session_start_tls() override;
+    bool session_hosts(std::string_view domain) override;
+    bool session_has_cert(std::string_view domain) override;
+    xmpp::DialbackVerdict session_dialback_request(const xmpp::DialbackRequest& req) override;
+    void session_authenticated(std::string_view from, std::string_view to, bool dir_in, xmpp::AuthMethod m) override;
+    void session_verify_answer(std::string_view from, std::string_view to, std::string_view id, bool valid) override;
+    void session_ready() override;
+    void session_stanza(const xml::Node& el, const xmpp::StanzaRoute& r) override;
+    void session_closed(const xmpp::CloseInfo& info) override;
+
+    void start_reading();
+    void on_read(const char* data, std::size_t len);
+    void on_eof(std::string_view why);
+    void begin_tls(tls::Role role);
+    void tls_handshake_done();
+    void verify_done(tls::VerifyResult res);
+    void session_begin(); // start the session (after direct TLS, if any)
+    void try_next_target();
+    void on_connected(uv_tcp_t* tcp);
+    void adopt(uv_tcp_t* tcp);
+    void arm_timer();
+    void on_timer();
+    void mark_dirty();
+    void write_now();
+    void fail_transport(std::string reason, xmpp::StanzaError bounce);
+    void unref();
+    void set_log_context();
+
+    static void alloc_cb(uv_handle_t*, std::size_t, uv_buf_t* buf);
+    static void read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+    static void write_cb(uv_write_t* req, int status);
+    static void connect_cb(uv_connect_t* req, int status);
+    static void tcp_close_cb(uv_handle_t* h);
+    static void timer_close_cb(uv_handle_t* h);
+    static void timer_cb(uv_timer_t* t);
+
+    Context& ctx_;
+    StreamKind kind_;
+    std::uint64_t id_;
+    std::string peer_;
+    std::unique_ptr<xmpp::Session> session_;
+    std::unique_ptr<tls::Channel> tls_;
+    bool direct_tls_ = false;
+    bool verifying_ = false;        // peer certificate verification in flight
+    std::string held_plain_;        // plaintext that arrived while verifying
+
+    uv_tcp_t* tcp_ = nullptr;       // heap: connect attempts each use a fresh handle
+    uv_timer_t timer_{};
+    uv_write_t write_req_{};
+    int refs_ = 0;                  // open handles + pending connects + pending work
+    bool closing_ = false;          // handles being closed
+    bool finished_ = false;         // owner notified
+    bool writing_ = false;
+    bool in_dirty_ = false;
+    bool close_after_flush_ = false;
+    bool tls_bye_ = false;          // close_notify queued
+    bool started_ = false;          // session_->start() called
+    bool start_pending_ = false;    // outgoing: first connect attempt not yet made
+    TimeMs timer_due_ = kNever;
+    TimeMs close_deadline_ = kNever;
+
+    std::string wpending_;          // ciphertext/plaintext waiting for the socket
+    std::string winflight_;         // buffer owned by the in-flight uv_write
+    std::string plain_scratch_;     // decrypted bytes of one read
+
+    std::vector<route::Target> targets_;
+    std::size_t target_idx_ = 0;
+    struct ConnectAttempt* pending_connect_ = nullptr;
+    TimeMs connect_timeout_ms_ = 30000;
+    std::string connect_errors_;
+    TimeMs connect_deadline_ = kNever;
+
+    StreamStats stats_;
+    friend struct VerifyWork;
+    friend struct ConnectAttempt;
+};
+
+} // namespace s2smux::net

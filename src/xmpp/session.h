@@ -1,0 +1,312 @@
+// Sans-I/O XMPP server-to-server session (RFC 6120) in either role.
+//
+// Input: plaintext bytes of the stream (after TLS), TLS completion with the
+// verified peer certificate, and the current time. Output: bytes in out(),
+// and calls on SessionHost for what the session cannot decide alone (start
+// TLS, hosted domains, dialback verification through the authoritative
+// server) and for what it produces (authenticated domain pairs, stanzas,
+// close). Nothing here touches a socket or a clock, so every branch is
+// reachable from unit tests and from replayed captures.
+//
+// Covers: stream header and features, STARTTLS and direct TLS (XEP-0368),
+// SASL EXTERNAL (XEP-0178) in both roles, dialback (XEP-0220: result and
+// verify in every role, dialback errors, piggybacked domains), bidi
+// (XEP-0288, both the feature and the enable namespace), stream errors, and
+// addressing checks on every received stanza.
+#pragma once
+
+#include "common/clock.h"
+#include "tls/identity.h"
+#include "xml/element.h"
+#include "xml/stream_parser.h"
+#include "xmpp/dialback.h"
+#include "xmpp/errors.h"
+#include "xmpp/policy.h"
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace s2smux::xmpp {
+
+enum class Role : std::uint8_t { Initiator, Receiver };
+
+// Ordered set of (from domain, to domain) pairs, searchable with string_views.
+struct DomainPairLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+        std::string_view af(a.first), bf(b.first);
+        if (af != bf) return af < bf;
+        return std::string_view(a.second) < std::string_view(b.second);
+    }
+};
+using DomainPair = std::pair<std::string, std::string>;
+using DomainPairSet = std::set<DomainPair, DomainPairLess>;
+
+enum class AuthMethod : std::uint8_t {
+    SaslExternal,    // XEP-0178
+    Dialback,        // XEP-0220, verified by the authoritative server
+    DialbackCert,    // XEP-0220 key accepted because the TLS certificate is valid for the domain (XEP-0344)
+    DialbackTrusted, // XEP-0220 from a trusted local server (inner side)
+    Bidi,            // reverse direction of a bidi stream, name authenticated by X.509
+};
+const char* to_string(AuthMethod m);
+
+struct PeerCert {
+    bool present = false;
+    bool trusted = false;  // chain verified to a trust anchor, dates valid
+    std::string error;     // why not trusted
+    tls::Identity identity;
+
+    bool valid_for(std::string_view domain) const;
+    std::string describe() const; // "subject CN=..., names a.test, b.test" for logs
+};
+
+struct TlsState {
+    bool active = false;
+    std::string version; // "TLS1.3"
+    std::string cipher;
+    PeerCert peer;
+};
+
+struct SessionConfig {
+    Role role = Role::Receiver;
+    TlsPolicy tls_policy = TlsPolicy::Required;
+    // Receiver: a certificate exists, so STARTTLS can be offered.
+    // Initiator: TLS may be started when offered.
+    bool tls_possible = true;
+    // Initiator: the receiving server's certificate must be valid for `to`
+    // (implied by TlsPolicy::Required; false for the trusted upstream).
+    bool verify_peer = true;
+
+    bool offer_external = true; // receiver
+    bool use_external = true;   // initiator (only with a local certificate for `from`)
+    bool offer_dialback = true; // receiver
+    bool use_dialback = true;   // initiator
+    bool offer_bidi = true;     // receiver
+    bool want_bidi = true;      // initiator
+
+    // Initiator: originating (local) and receiving (remote) domain.
+    std::string from, to;
+    // Initiator: only carries <db:verify/> requests; never authenticates.
+    bool verify_only = false;
+
+    xml::Limits limits;
+    TimeMs auth_timeout_ms = 30000; // time to reach an authenticated state
+};
+
+enum class DialbackVerdict : std::uint8_t {
+    Valid,   // accept now
+    Invalid, // reject now
+    Pending, // the host asks the authoritative server; answer with dialback_result()
+};
+
+struct DialbackRequest {
+    std::string_view from; // originating domain (the peer's claim)
+    std::string_view to;   // receiving domain (ours)
+    std::string_view key;
+    std::string_view stream_id; // our stream id on this stream
+};
+
+struct CloseInfo {
+    bool error = false;          // closed because something failed
+    bool by_peer = false;        // the peer closed (stream end, stream error or EOF)
+    bool authenticated = false;  // had reached an authenticated state
+    std::string reason;          // human-readable, for logs and bounce texts
+    // Condition to bounce queued stanzas with when the stream never carried them.
+    StanzaError bounce = StanzaError::RemoteServerTimeout;
+};
+
+// Addressing of a received stanza, validated and with lowercased domains.
+struct StanzaRoute {
+    StanzaHead head;
+    std::string_view from_domain;
+    std::string_view to_domain;
+};
+
+class SessionHost {
+public:
+    virtual ~SessionHost() = default;
+    // out() went from empty to non-empty: schedule a flush.
+    virtual void session_wants_write() = 0;
+    // Everything in out() so far must go out in plaintext; the transport
+    // switches to TLS right after it. The host calls on_tls_established()
+    // (or on_transport_closed()) when the handshake and the verification of
+    // the peer certificate are done, before delivering any further bytes.
+    virtual void session_start_tls() = 0;
+    // Receiver: may the peer address this domain as ours?
+    virtual bool session_hosts(std::string_view domain) = 0;
+    // Initiator: do we have a certificate for this local domain?
+    virtual bool session_has_cert(std::string_view domain) = 0;
+    // Receiver: the peer sent <db:result/>. The session has already checked
+    // addressing and TLS policy; the host decides trust.
+    virtual DialbackVerdict session_dialback_request(const DialbackRequest& req) = 0;
+    // A domain pair may now be used. dir_in: stanzas from `from` to `to` may
+    // be received; otherwise we may send from `from` to `to`.
+    virtual void session_authenticated(std::string_view from, std::string_view to, bool dir_in,
+                                       AuthMethod m) = 0;
+    // Initiator (verify-only or any): answer of the authoritative server.
+    virtual void session_verify_answer(std::string_view from, std::string_view to,
+                                       std::string_view id, bool valid) = 0;
+    // Initiator verify-only: ready to carry <db:verify/> requests.
+    virtual void session_ready() = 0;
+    // A stanza from an authenticated pair.
+    virtual void session_stanza(const xml::Node& el, const StanzaRoute& r) = 0;
+    // The stream is over. Flush out() and close the transport.
+    virtual void session_closed(const CloseInfo& info) = 0;
+};
+
+class Session final : private xml::ParserHandler {
+public:
+    Session(SessionConfig cfg, SessionHost& host, const DialbackKeys& keys);
+    ~Session() override;
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Initiator: sends the stream header (after on_tls_established() for
+    // direct TLS). Receiver: arms the authentication deadline.
+    void start(TimeMs now);
+
+    void on_bytes(const char* data, std::size_t len, TimeMs now);
+    void on_bytes(std::string_view s, TimeMs now) { on_bytes(s.data(), s.size(), now); }
+    // TLS handshake done and the peer certificate verified (also used once,
+    // before start(), for direct TLS).
+    void on_tls_established(TlsState st, TimeMs now);
+    // The transport failed or reached EOF.
+    void on_transport_closed(std::string_view why);
+    void on_timer(TimeMs now);
+    TimeMs next_deadline() const { return deadline_; }
+
+    // Receiver: the authoritative server's answer for a Pending request.
+    // `error` (non-empty) sends a dialback error instead of valid/invalid.
+    void dialback_result(std::string_view from, std::string_view to, bool valid,
+                         std::string_view error = {}, StanzaError cond = StanzaError::RemoteServerNotFound);
+    // Initiator: ask the peer (an authoritative server) about a key.
+    void send_db_verify(std::string_view from, std::string_view to, std::string_view id,
+                        std::string_view key);
+
+    // May we send a stanza from `from_domain` to `to_domain` on this stream?
+    bool can_send(std::string_view from_domain, std::string_view to_domain) const;
+    bool can_receive(std::string_view from_domain, std::string_view to_domain) const;
+    void send_stanza(const xml::Node& el);
+    void send_raw(std::string_view serialized_stanza);
+
+    // Close with a stream error (and the closing tag).
+    void close(StreamError cond, std::string_view text);
+    // Close gracefully (</stream:stream>).
+    void close();
+
+    // Output waiting to be written (plaintext). The host clears it.
+    std::string& out() { return out_; }
+
+    Role role() const { return cfg_.role; }
+    const SessionConfig& config() const { return cfg_; }
+    bool tls_active() const { return tls_.active; }
+    const TlsState& tls() const { return tls_; }
+    bool closed() const { return state_ == State::Closed; }
+    bool ready() const { return state_ == State::Ready; }
+    bool bidi() const { return bidi_; }
+    const std::string& stream_id() const { return stream_id_; }
+    const std::string& peer_stream_id() const { return peer_stream_id_; }
+    // Header domains: for a receiver, the peer's from/to; for an initiator, cfg from/to.
+    const std::string& local_domain() const { return local_domain_; }
+    const std::string& remote_domain() const { return remote_domain_; }
+    const DomainPairSet& pairs_in() const { return in_; }
+    const DomainPairSet& pairs_out() const { return out_pairs_; }
+    std::uint64_t stanzas_in() const { return stanzas_in_; }
+
+    // Log context prefix ("s12 outer-in 127.0.0.1:40000").
+    void set_log_context(std::string ctx) { log_ctx_ = std::move(ctx); }
+    const std::string& log_context() const { return log_ctx_; }
+
+private:
+    enum class State : std::uint8_t {
+        WaitHeader,   // waiting for the peer's stream header
+        Negotiating,  // header exchanged, features sent/being processed
+        WaitProceed,  // initiator sent <starttls/>
+        TlsPending,   // transport is doing the TLS handshake
+        WaitSasl,     // initiator sent <auth/>
+        WaitDialback, // initiator sent <db:result/>
+        Ready,        // authenticated (or verify-only ready)
+        Closed,
+    };
+    enum class Restart : std::uint8_t { None, Tls, Sasl };
+
+    // xml::ParserHandler
+    bool on_stream_open(const xml::StreamHeader& hdr) override;
+    bool on_element(const xml::Node& el) override;
+    void on_stream_close() override;
+    void on_parse_error(xml::ParseError err, std::string_view detail) override;
+
+    void feed(const char* data, std::size_t len);
+    void append(std::string_view s);
+    void send_header();
+    void send_features();
+    void finish_restart(std::size_t trailing_len, const char* trailing, bool nonspace);
+
+    // Receiver
+    bool recv_header_receiver(const xml::StreamHeader& hdr);
+    void recv_starttls();
+    void recv_auth(const xml::Node& el);
+    void recv_db_result_receiver(const xml::Node& el);
+    bool external_possible(std::string_view domain) const;
+
+    // Initiator
+    bool recv_header_initiator(const xml::StreamHeader& hdr);
+    void recv_features(const xml::Node& el);
+    void recv_db_result_initiator(const xml::Node& el);
+    void start_auth();
+    void start_dialback();
+    void become_ready(AuthMethod m);
+    void tls_policy_check_after_handshake();
+
+    // Both
+    void recv_db_verify(const xml::Node& el);
+    void recv_stanza(const xml::Node& el);
+    void recv_stream_error(const xml::Node& el);
+    void add_pair_in(std::string_view from, std::string_view to, AuthMethod m);
+    void add_pair_out(std::string_view from, std::string_view to, AuthMethod m);
+    void fail(StreamError cond, std::string_view text, StanzaError bounce = StanzaError::RemoteServerTimeout);
+    void fail_quiet(std::string_view reason, StanzaError bounce); // initiator: close without blaming the peer
+    void finish_close(CloseInfo info);
+    std::string_view lower(std::string_view d, std::string& scratch) const;
+
+    SessionConfig cfg_;
+    SessionHost& host_;
+    const DialbackKeys& keys_;
+    xml::StreamParser parser_;
+    State state_ = State::WaitHeader;
+    Restart restart_ = Restart::None;
+    TimeMs now_ = 0;
+    TimeMs deadline_ = kNever;
+
+    std::string out_;
+    TlsState tls_;
+    std::string stream_id_;      // our id (receiver) for this stream generation
+    std::string peer_stream_id_; // the receiving server's id (initiator)
+    std::string local_domain_, remote_domain_;
+    bool header_sent_ = false;
+    bool sasl_done_ = false;
+    bool external_offered_ = false;  // receiver: offered in the last features
+    bool bidi_offered_ = false;      // receiver
+    bool bidi_ = false;
+    bool peer_dialback_errors_ = false;
+    bool peer_declares_db_ = false;   // initiator: header declared xmlns:db
+    bool dialback_offered_ = false;   // initiator: last features offered dialback
+    bool sent_close_ = false;
+    std::string external_tried_for_; // initiator: EXTERNAL failed for this domain
+
+    DomainPairSet in_;         // (from remote, to local)
+    DomainPairSet out_pairs_;  // (from local, to remote)
+    DomainPairSet pending_db_; // receiver: awaiting the authoritative server
+
+    std::string scratch_from_, scratch_to_;
+    std::uint64_t stanzas_in_ = 0;
+    std::string log_ctx_;
+};
+
+} // namespace s2smux::xmpp

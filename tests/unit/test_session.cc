@@ -1,0 +1,618 @@
+// Scripted exchanges against the sans-I/O S2S session, in both roles, and a
+// back-to-back initiator/receiver pair with simulated TLS.
+#define BOOST_TEST_MODULE test_session
+#include <boost/test/unit_test.hpp>
+
+#include "xml/writer.h"
+#include "xmpp/session.h"
+
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+using namespace s2smux;
+using namespace s2smux::xmpp;
+
+namespace {
+
+const DialbackKeys& keys() {
+    static DialbackKeys k("test secret");
+    return k;
+}
+
+struct Host : SessionHost {
+    std::set<std::string> hosted;
+    std::set<std::string> certs;
+    DialbackVerdict verdict = DialbackVerdict::Pending;
+    int wants_write = 0;
+    int start_tls = 0;
+    int ready_calls = 0;
+    std::vector<std::tuple<std::string, std::string, std::string, std::string>> db_requests; // from,to,key,id
+    std::vector<std::tuple<std::string, std::string, bool, AuthMethod>> auths;
+    std::vector<std::tuple<std::string, std::string, std::string, bool>> verify_answers;
+    std::vector<std::string> stanzas; // serialized
+    std::vector<std::pair<std::string, std::string>> stanza_domains;
+    std::optional<CloseInfo> closed;
+
+    void session_wants_write() override { ++wants_write; }
+    void session_start_tls() override { ++start_tls; }
+    bool session_hosts(std::string_view d) override { return hosted.count(std::string(d)) != 0; }
+    bool session_has_cert(std::string_view d) override { return certs.count(std::string(d)) != 0; }
+    DialbackVerdict session_dialback_request(const DialbackRequest& r) override {
+        db_requests.emplace_back(std::string(r.from), std::string(r.to), std::string(r.key), std::string(r.stream_id));
+        return verdict;
+    }
+    void session_authenticated(std::string_view from, std::string_view to, bool dir_in, AuthMethod m) override {
+        auths.emplace_back(std::string(from), std::string(to), dir_in, m);
+    }
+    void session_verify_answer(std::string_view from, std::string_view to, std::string_view id, bool valid) override {
+        verify_answers.emplace_back(std::string(from), std::string(to), std::string(id), valid);
+    }
+    void session_ready() override { ++ready_calls; }
+    void session_stanza(const xml::Node& el, const StanzaRoute& r) override {
+        std::string s;
+        xml::serialize(s, el);
+        stanzas.push_back(s);
+        stanza_domains.emplace_back(std::string(r.from_domain), std::string(r.to_domain));
+    }
+    void session_closed(const CloseInfo& info) override { closed = info; }
+};
+
+std::string take(Session& s) {
+    std::string o;
+    o.swap(s.out());
+    return o;
+}
+
+bool has(const std::string& hay, std::string_view needle) { return hay.find(needle) != std::string::npos; }
+
+TlsState tls_with(std::vector<std::string> dns, bool trusted = true, std::string error = {}) {
+    TlsState t;
+    t.active = true;
+    t.version = "TLS1.3";
+    t.cipher = "AES-128-GCM";
+    t.peer.present = !dns.empty() || !error.empty();
+    t.peer.trusted = trusted;
+    t.peer.error = std::move(error);
+    t.peer.identity.dns = std::move(dns);
+    return t;
+}
+
+const char* kInitHeader =
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+    "xmlns:db='jabber:server:dialback' from='b.test' to='a.test' version='1.0'>";
+
+std::string recv_header(std::string_view id = "abc123", std::string_view from = "b.test", std::string_view to = "a.test") {
+    return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+           "xmlns:db='jabber:server:dialback' id='" + std::string(id) + "' from='" + std::string(from) + "' to='" +
+           std::string(to) + "' version='1.0'>";
+}
+
+SessionConfig receiver_cfg(TlsPolicy p = TlsPolicy::Required) {
+    SessionConfig c;
+    c.role = Role::Receiver;
+    c.tls_policy = p;
+    c.auth_timeout_ms = 10000;
+    return c;
+}
+
+SessionConfig initiator_cfg(TlsPolicy p = TlsPolicy::Required) {
+    SessionConfig c;
+    c.role = Role::Initiator;
+    c.tls_policy = p;
+    c.verify_peer = p == TlsPolicy::Required;
+    c.from = "a.test";
+    c.to = "b.test";
+    c.auth_timeout_ms = 10000;
+    return c;
+}
+
+struct Receiver {
+    Host host;
+    Session s;
+    explicit Receiver(SessionConfig c = receiver_cfg()) : s(std::move(c), host, keys()) {
+        host.hosted = {"a.test"};
+        s.start(0);
+    }
+};
+
+struct Initiator {
+    Host host;
+    Session s;
+    explicit Initiator(SessionConfig c = initiator_cfg()) : s(std::move(c), host, keys()) {
+        host.hosted = {"a.test"};
+        host.certs = {"a.test"};
+        s.start(0);
+    }
+};
+
+// Receiver taken through STARTTLS with the given peer certificate.
+void receiver_after_tls(Receiver& r, TlsState st) {
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    r.s.on_bytes("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    BOOST_REQUIRE_EQUAL(r.host.start_tls, 1);
+    BOOST_REQUIRE(has(take(r.s), "<proceed"));
+    r.s.on_tls_established(std::move(st), 0);
+    r.s.on_bytes(kInitHeader, 0);
+}
+
+} // namespace
+
+// ------------------------------------------------------------ receiver
+
+BOOST_AUTO_TEST_CASE(receiver_required_policy_offers_only_starttls) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<stream:stream"));
+    BOOST_TEST(has(out, "from='a.test'"));
+    BOOST_TEST(has(out, "to='b.test'"));
+    BOOST_TEST(has(out, "id='"));
+    BOOST_TEST(has(out, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"));
+    BOOST_TEST(!has(out, "dialback xmlns='urn:xmpp:features:dialback'"));
+    BOOST_TEST(!has(out, "mechanisms"));
+    BOOST_TEST(!has(out, "bidi"));
+    BOOST_TEST(!r.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_optional_policy_offers_dialback_and_bidi) {
+    Receiver r(receiver_cfg(TlsPolicy::Optional));
+    r.s.on_bytes(kInitHeader, 0);
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+    BOOST_TEST(has(out, "<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>"));
+    BOOST_TEST(has(out, "<bidi xmlns='urn:xmpp:features:bidi'/>"));
+}
+
+BOOST_AUTO_TEST_CASE(receiver_rejects_unknown_host) {
+    Receiver r;
+    r.s.on_bytes("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+                 "from='b.test' to='nope.test' version='1.0'>",
+                 0);
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<stream:stream")); // header sent before the error
+    BOOST_TEST(has(out, "<host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"));
+    BOOST_TEST(has(out, "</stream:stream>"));
+    BOOST_REQUIRE(r.host.closed);
+    BOOST_TEST(r.host.closed->error);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_rejects_wrong_default_namespace) {
+    Receiver r;
+    r.s.on_bytes("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                 "to='a.test' version='1.0'>",
+                 0);
+    BOOST_TEST(has(take(r.s), "<invalid-namespace"));
+    BOOST_TEST(r.host.closed.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(receiver_rejects_old_version) {
+    Receiver r;
+    r.s.on_bytes("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='a.test'>", 0);
+    BOOST_TEST(has(take(r.s), "<unsupported-version"));
+}
+
+BOOST_AUTO_TEST_CASE(receiver_starttls_then_injected_data_is_refused) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    // Plaintext after <starttls/> in the same read would be treated as TLS
+    // data by a naive implementation: refuse (STARTTLS command injection).
+    r.s.on_bytes("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>", 0);
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<policy-violation"));
+    BOOST_TEST(r.host.start_tls == 0);
+    BOOST_REQUIRE(r.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_stanza_before_auth_is_not_authorized) {
+    Receiver r(receiver_cfg(TlsPolicy::Optional));
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    r.s.on_bytes("<message from='u@b.test' to='v@a.test'><body>hi</body></message>", 0);
+    BOOST_TEST(has(take(r.s), "<not-authorized"));
+    BOOST_TEST(r.host.stanzas.empty());
+}
+
+BOOST_AUTO_TEST_CASE(receiver_dialback_before_tls_under_required_is_refused) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    r.s.on_bytes("<db:result from='b.test' to='a.test'>abcd</db:result>", 0);
+    BOOST_TEST(has(take(r.s), "<policy-violation"));
+    BOOST_TEST(r.host.db_requests.empty());
+}
+
+BOOST_AUTO_TEST_CASE(receiver_sasl_external_with_valid_certificate) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({"b.test"}));
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>"));
+    BOOST_TEST(!has(out, "starttls"));
+    // authzid "b.test" in base64
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50ZXN0</auth>", 0);
+    BOOST_TEST(has(take(r.s), "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"));
+    BOOST_REQUIRE_EQUAL(r.host.auths.size(), 1u);
+    BOOST_TEST(std::get<0>(r.host.auths[0]) == "b.test");
+    BOOST_TEST(std::get<1>(r.host.auths[0]) == "a.test");
+    BOOST_TEST(std::get<2>(r.host.auths[0]) == true);
+    BOOST_TEST((std::get<3>(r.host.auths[0]) == AuthMethod::SaslExternal));
+    // Stream restart: new header, features without mechanisms.
+    r.s.on_bytes(kInitHeader, 0);
+    out = take(r.s);
+    BOOST_TEST(has(out, "<stream:stream"));
+    BOOST_TEST(!has(out, "mechanisms"));
+    r.s.on_bytes("<message from='u@b.test/r' to='v@a.test' id='1'><body>hi &amp; bye</body></message>", 0);
+    BOOST_REQUIRE_EQUAL(r.host.stanzas.size(), 1u);
+    BOOST_TEST(has(r.host.stanzas[0], "<body>hi &amp; bye</body>"));
+    BOOST_TEST(r.host.stanza_domains[0].first == "b.test");
+    BOOST_TEST(r.host.stanza_domains[0].second == "a.test");
+    // A stanza from a domain that did not authenticate: <invalid-from/>.
+    r.s.on_bytes("<message from='u@evil.test' to='v@a.test'/>", 0);
+    BOOST_TEST(has(take(r.s), "<invalid-from"));
+    BOOST_TEST(r.host.stanzas.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_sasl_external_refused_for_wrong_name) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({"c.test"}));
+    std::string out = take(r.s);
+    BOOST_TEST(!has(out, "EXTERNAL")); // not offered: cert does not name b.test
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>", 0);
+    out = take(r.s);
+    BOOST_TEST(has(out, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>"));
+    BOOST_TEST(r.host.auths.empty());
+    BOOST_TEST(!r.host.closed); // the peer may still use dialback
+}
+
+BOOST_AUTO_TEST_CASE(receiver_untrusted_cert_dialback_pending_then_valid) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({"b.test"}, false, "signer not trusted"));
+    std::string out = take(r.s);
+    BOOST_TEST(!has(out, "EXTERNAL"));
+    BOOST_TEST(has(out, "urn:xmpp:features:dialback"));
+    r.s.on_bytes("<db:result from='b.test' to='a.test'>KEY123</db:result>", 0);
+    BOOST_REQUIRE_EQUAL(r.host.db_requests.size(), 1u);
+    BOOST_TEST(std::get<2>(r.host.db_requests[0]) == "KEY123");
+    BOOST_TEST(std::get<3>(r.host.db_requests[0]) == r.s.stream_id());
+    BOOST_TEST(take(r.s).empty()); // waiting for the authoritative server
+    r.s.on_bytes("<message from='u@b.test' to='v@a.test'/>", 0);
+    BOOST_TEST(has(take(r.s), "<not-authorized")); // not yet authenticated
+}
+
+BOOST_AUTO_TEST_CASE(receiver_dialback_result_valid_invalid_and_error) {
+    for (int variant = 0; variant < 3; ++variant) {
+        Receiver r;
+        receiver_after_tls(r, tls_with({}, false));
+        take(r.s);
+        r.s.on_bytes("<db:result from='b.test' to='a.test'>KEY</db:result>", 0);
+        if (variant == 0) r.s.dialback_result("b.test", "a.test", true);
+        if (variant == 1) r.s.dialback_result("b.test", "a.test", false);
+        if (variant == 2) r.s.dialback_result("b.test", "a.test", false, "cannot reach b.test");
+        std::string out = take(r.s);
+        if (variant == 0) {
+            BOOST_TEST(has(out, "<db:result from='a.test' to='b.test' type='valid'/>"));
+            BOOST_TEST(r.host.auths.size() == 1u);
+            r.s.on_bytes("<presence from='u@b.test' to='v@a.test'/>", 0);
+            BOOST_TEST(r.host.stanzas.size() == 1u);
+        } else if (variant == 1) {
+            BOOST_TEST(has(out, "type='invalid'"));
+            BOOST_TEST(r.host.auths.empty());
+        } else {
+            BOOST_TEST(has(out, "type='error'"));
+            BOOST_TEST(has(out, "<remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"));
+            BOOST_TEST(has(out, "cannot reach b.test"));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(receiver_dialback_accepted_when_certificate_valid) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({"b.test"}));
+    take(r.s);
+    r.s.on_bytes("<db:result from='b.test' to='a.test'>KEY</db:result>", 0);
+    BOOST_TEST(has(take(r.s), "type='valid'"));
+    BOOST_TEST(r.host.db_requests.empty()); // no verify round trip needed (XEP-0344)
+    BOOST_REQUIRE_EQUAL(r.host.auths.size(), 1u);
+    BOOST_TEST((std::get<3>(r.host.auths[0]) == AuthMethod::DialbackCert));
+}
+
+BOOST_AUTO_TEST_CASE(receiver_dialback_for_unhosted_domain_is_host_unknown) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({}, false));
+    take(r.s);
+    r.s.on_bytes("<db:result from='b.test' to='other.test'>KEY</db:result>", 0);
+    BOOST_TEST(has(take(r.s), "<host-unknown"));
+}
+
+BOOST_AUTO_TEST_CASE(authoritative_db_verify_answers) {
+    Receiver r(receiver_cfg(TlsPolicy::Optional));
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    std::string good = keys().generate("b.test", "a.test", "ID1");
+    r.s.on_bytes("<db:verify from='b.test' to='a.test' id='ID1'>" + good + "</db:verify>", 0);
+    BOOST_TEST(has(take(r.s), "<db:verify from='a.test' to='b.test' id='ID1' type='valid'/>"));
+    // Same key for another stream id (replay) is invalid.
+    r.s.on_bytes("<db:verify from='b.test' to='a.test' id='ID2'>" + good + "</db:verify>", 0);
+    BOOST_TEST(has(take(r.s), "id='ID2' type='invalid'"));
+    // A key for a domain we do not host is never confirmed.
+    std::string other = keys().generate("b.test", "x.test", "ID1");
+    r.s.on_bytes("<db:verify from='b.test' to='x.test' id='ID1'>" + other + "</db:verify>", 0);
+    BOOST_TEST(has(take(r.s), "type='invalid'"));
+    BOOST_TEST(!r.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_restricted_xml_and_oversize_are_stream_errors) {
+    {
+        Receiver r;
+        r.s.on_bytes(kInitHeader, 0);
+        take(r.s);
+        r.s.on_bytes("<!-- comment -->", 0);
+        BOOST_TEST(has(take(r.s), "<restricted-xml"));
+        BOOST_TEST(r.host.closed.has_value());
+    }
+    {
+        SessionConfig c = receiver_cfg();
+        c.limits.max_stanza_bytes = 1000;
+        Receiver r(c);
+        r.s.on_bytes(kInitHeader, 0);
+        take(r.s);
+        r.s.on_bytes("<message>" + std::string(5000, 'x') + "</message>", 0);
+        BOOST_TEST(has(take(r.s), "<policy-violation"));
+    }
+    {
+        Receiver r;
+        r.s.on_bytes(kInitHeader, 0);
+        take(r.s);
+        r.s.on_bytes("<message><body>a</bod></message>", 0);
+        BOOST_TEST(has(take(r.s), "<not-well-formed"));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(receiver_authentication_timeout) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    BOOST_TEST(r.s.next_deadline() == 10000);
+    r.s.on_timer(9999);
+    BOOST_TEST(!r.host.closed);
+    r.s.on_timer(10000);
+    BOOST_TEST(has(take(r.s), "<connection-timeout"));
+    BOOST_TEST(r.host.closed.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(peer_stream_error_is_reported) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    r.s.on_bytes("<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                 "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>bye</text></stream:error>",
+                 0);
+    BOOST_REQUIRE(r.host.closed);
+    BOOST_TEST(r.host.closed->by_peer);
+    BOOST_TEST(has(r.host.closed->reason, "system-shutdown"));
+    BOOST_TEST(has(r.host.closed->reason, "bye"));
+    BOOST_TEST(has(take(r.s), "</stream:stream>"));
+}
+
+// ------------------------------------------------------------ initiator
+
+BOOST_AUTO_TEST_CASE(initiator_starttls_external) {
+    Initiator i;
+    std::string out = take(i.s);
+    BOOST_TEST(has(out, "from='a.test'"));
+    BOOST_TEST(has(out, "to='b.test'"));
+    i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>", 0);
+    BOOST_TEST(has(take(i.s), "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+    i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    BOOST_TEST(i.host.start_tls == 1);
+    i.s.on_tls_established(tls_with({"b.test"}), 0);
+    BOOST_TEST(has(take(i.s), "<stream:stream")); // restarted over TLS
+    i.s.on_bytes(recv_header("id2") +
+                     "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>"
+                     "<dialback xmlns='urn:xmpp:features:dialback'/></stream:features>",
+                 0);
+    out = take(i.s);
+    BOOST_TEST(has(out, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>"));
+    i.s.on_bytes("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", 0);
+    BOOST_TEST(has(take(i.s), "<stream:stream"));
+    BOOST_TEST(!i.s.ready());
+    i.s.on_bytes(recv_header("id3") + "<stream:features/>", 0);
+    BOOST_TEST(i.s.ready());
+    BOOST_TEST(i.s.can_send("a.test", "b.test"));
+    BOOST_TEST(!i.s.can_send("a.test", "c.test"));
+    BOOST_REQUIRE_EQUAL(i.host.auths.size(), 1u);
+    BOOST_TEST((std::get<3>(i.host.auths[0]) == AuthMethod::SaslExternal));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_required_refuses_untrusted_certificate) {
+    Initiator i;
+    take(i.s);
+    i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>", 0);
+    i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    i.s.on_tls_established(tls_with({"b.test"}, false, "certificate signer not trusted"), 0);
+    BOOST_REQUIRE(i.host.closed);
+    BOOST_TEST(i.host.closed->error);
+    BOOST_TEST(has(i.host.closed->reason, "not trusted"));
+    BOOST_TEST(has(i.host.closed->reason, "required"));
+    BOOST_TEST((i.host.closed->bounce == StanzaError::RemoteServerTimeout));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_required_refuses_wrong_name) {
+    Initiator i;
+    take(i.s);
+    i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>", 0);
+    i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    i.s.on_tls_established(tls_with({"evil.test"}), 0);
+    BOOST_REQUIRE(i.host.closed);
+    BOOST_TEST(has(i.host.closed->reason, "not valid for b.test"));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_required_refuses_plaintext) {
+    Initiator i;
+    take(i.s);
+    i.s.on_bytes(recv_header() + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+    BOOST_REQUIRE(i.host.closed);
+    BOOST_TEST(has(i.host.closed->reason, "does not offer STARTTLS"));
+    BOOST_TEST(!has(take(i.s), "db:result")); // nothing sent in plaintext
+}
+
+BOOST_AUTO_TEST_CASE(initiator_optional_plaintext_dialback) {
+    Initiator i(initiator_cfg(TlsPolicy::Optional));
+    take(i.s);
+    i.s.on_bytes(recv_header("SID") + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+    std::string expected_key = keys().generate("b.test", "a.test", "SID");
+    BOOST_TEST(has(take(i.s), "<db:result from='a.test' to='b.test'>" + expected_key + "</db:result>"));
+    i.s.on_bytes("<db:result from='b.test' to='a.test' type='valid'/>", 0);
+    BOOST_TEST(i.s.ready());
+    BOOST_TEST(i.s.can_send("a.test", "b.test"));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_external_failure_falls_back_to_dialback) {
+    Initiator i;
+    take(i.s);
+    i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>", 0);
+    i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    i.s.on_tls_established(tls_with({"b.test"}), 0);
+    take(i.s);
+    i.s.on_bytes(recv_header("S2") +
+                     "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>"
+                     "<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>",
+                 0);
+    take(i.s);
+    i.s.on_bytes("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text>unable to verify the first certificate</text></failure>", 0);
+    BOOST_TEST(has(take(i.s), "<db:result from='a.test' to='b.test'>"));
+    i.s.on_bytes("<db:result from='b.test' to='a.test' type='valid'/>", 0);
+    BOOST_TEST(i.s.ready());
+    BOOST_TEST((std::get<3>(i.host.auths.at(0)) == AuthMethod::Dialback));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_dialback_rejected_and_error) {
+    {
+        Initiator i(initiator_cfg(TlsPolicy::Optional));
+        i.s.on_bytes(recv_header() + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+        i.s.on_bytes("<db:result from='b.test' to='a.test' type='invalid'/>", 0);
+        BOOST_REQUIRE(i.host.closed);
+        BOOST_TEST(has(i.host.closed->reason, "rejected"));
+    }
+    {
+        Initiator i(initiator_cfg(TlsPolicy::Optional));
+        i.s.on_bytes(recv_header() + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+        i.s.on_bytes("<db:result from='b.test' to='a.test' type='error'><error type='cancel'>"
+                     "<remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>",
+                     0);
+        BOOST_REQUIRE(i.host.closed);
+        BOOST_TEST((i.host.closed->bounce == StanzaError::RemoteServerNotFound));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(initiator_peer_closes_after_auth) {
+    // ejabberd 23.01 closes the stream without an error when SASL EXTERNAL
+    // hits its XmppAddr bug: this must be an authentication failure.
+    Initiator i;
+    i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>", 0);
+    i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    i.s.on_tls_established(tls_with({"b.test"}), 0);
+    i.s.on_bytes(recv_header("S2") +
+                     "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms></stream:features>",
+                 0);
+    i.s.on_bytes("</stream:stream>", 0);
+    BOOST_REQUIRE(i.host.closed);
+    BOOST_TEST(i.host.closed->error);
+    BOOST_TEST(has(i.host.closed->reason, "SASL EXTERNAL"));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_verify_only) {
+    SessionConfig c = initiator_cfg(TlsPolicy::Optional);
+    c.verify_only = true;
+    Initiator i(c);
+    i.s.on_bytes(recv_header() + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+    BOOST_TEST(i.host.ready_calls == 1);
+    i.s.send_db_verify("a.test", "b.test", "ID9", "KEYX");
+    BOOST_TEST(has(take(i.s), "<db:verify from='a.test' to='b.test' id='ID9'>KEYX</db:verify>"));
+    i.s.on_bytes("<db:verify from='b.test' to='a.test' id='ID9' type='valid'/>", 0);
+    BOOST_REQUIRE_EQUAL(i.host.verify_answers.size(), 1u);
+    BOOST_TEST(std::get<3>(i.host.verify_answers[0]) == true);
+    BOOST_TEST(i.host.auths.empty());
+}
+
+BOOST_AUTO_TEST_CASE(initiator_timeout) {
+    Initiator i;
+    i.s.on_timer(10000);
+    BOOST_REQUIRE(i.host.closed);
+    BOOST_TEST(has(i.host.closed->reason, "no authenticated stream"));
+}
+
+// ------------------------------------------------ back to back
+
+namespace {
+
+struct Pair {
+    Host ih, rh;
+    Session init, recv;
+    TlsState init_sees, recv_sees;
+
+    Pair(SessionConfig ic, SessionConfig rc, TlsState init_sees_, TlsState recv_sees_)
+        : init(std::move(ic), ih, keys()), recv(std::move(rc), rh, keys()), init_sees(std::move(init_sees_)),
+          recv_sees(std::move(recv_sees_)) {
+        ih.certs = {"a.test"};
+        ih.hosted = {"a.test"};
+        rh.hosted = {"b.test"};
+    }
+
+    void run() {
+        recv.start(0);
+        init.start(0);
+        for (int i = 0; i < 50; ++i) {
+            std::string a = take(init), b = take(recv);
+            if (!a.empty()) recv.on_bytes(a, 0);
+            if (!b.empty()) init.on_bytes(b, 0);
+            if (ih.start_tls == 1 && rh.start_tls == 1 && !init.tls_active()) {
+                recv.on_tls_established(recv_sees, 0);
+                init.on_tls_established(init_sees, 0);
+            }
+            if (a.empty() && b.empty() && init.out().empty() && recv.out().empty()) break;
+        }
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(pair_starttls_external_bidi) {
+    SessionConfig rc = receiver_cfg();
+    Pair p(initiator_cfg(), rc, tls_with({"b.test"}), tls_with({"a.test"}));
+    p.rh.verdict = DialbackVerdict::Invalid;
+    p.run();
+    BOOST_TEST(p.init.ready());
+    BOOST_TEST(p.init.tls_active());
+    BOOST_TEST(p.recv.can_receive("a.test", "b.test"));
+    BOOST_TEST(p.init.can_send("a.test", "b.test"));
+    // Bidi: both names are X.509-authenticated, so the reverse direction works.
+    BOOST_TEST(p.init.bidi());
+    BOOST_TEST(p.recv.can_send("b.test", "a.test"));
+    BOOST_TEST(p.init.can_receive("b.test", "a.test"));
+    p.recv.send_raw("<message from='x@b.test' to='y@a.test'><body>back</body></message>");
+    p.init.on_bytes(take(p.recv), 0);
+    BOOST_REQUIRE_EQUAL(p.ih.stanzas.size(), 1u);
+    BOOST_TEST(has(p.ih.stanzas[0], "back"));
+    BOOST_TEST(!p.ih.closed);
+    BOOST_TEST(!p.rh.closed);
+}
+
+BOOST_AUTO_TEST_CASE(pair_dialback_over_tls_without_client_cert) {
+    Pair p(initiator_cfg(), receiver_cfg(), tls_with({"b.test"}), tls_with({}));
+    p.rh.verdict = DialbackVerdict::Pending;
+    p.run();
+    BOOST_REQUIRE_EQUAL(p.rh.db_requests.size(), 1u);
+    auto [from, to, key, id] = p.rh.db_requests[0];
+    // The authoritative side (same secret here) confirms the key.
+    BOOST_TEST(keys().verify(to, from, id, key));
+    p.recv.dialback_result(from, to, true);
+    p.init.on_bytes(take(p.recv), 0);
+    BOOST_TEST(p.init.ready());
+    // Dialback alone does not authenticate the reverse direction (seed 003).
+    BOOST_TEST(!p.recv.can_send("b.test", "a.test"));
+}
