@@ -42,7 +42,7 @@ Result<void> Gateway::start() {
 
     for (const auto& c : cfg_.certs) {
         auto lc = tls::load_cert_files(c.cert, c.key);
-        if (!lc) return make_error(fmt::format("certificate {}: {}", c.cert, lc.error()));
+        if (!lc) return make_error(fmt::format("[[cert]]: {}", lc.error()));
         std::string names;
         for (const auto& n : (*lc)->identity.names()) names += (names.empty() ? "" : ", ") + n;
         log::info(kCtx, "loaded certificate {} for {}", c.cert, names);
@@ -135,7 +135,7 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
         // as is; TLS is offered when we have a certificate but not required.
         c.role = xmpp::Role::Receiver;
         c.tls_policy = xmpp::TlsPolicy::Optional;
-        c.tls_possible = have_cert; // TODO(config): [listen] inner_starttls
+        c.tls_possible = have_cert;
         c.offer_external = false;
         c.offer_bidi = false;
         break;

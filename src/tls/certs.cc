@@ -160,7 +160,7 @@ Result<std::shared_ptr<LocalCert>> load_cert_files(const std::string& cert_path,
     auto key = read_file(key_path);
     if (!key) return make_error(key.error());
     auto cert = load_cert_pem(*chain, *key);
-    if (!cert) return make_error(cert_path + ": " + cert.error());
+    if (!cert) return make_error(cert_path + " (key " + key_path + "): " + cert.error());
     (*cert)->cert_path = cert_path;
     (*cert)->key_path = key_path;
     return cert;
