@@ -14,13 +14,13 @@ ninja -C build -j "$jobs"
 status=0
 meson test -C build --print-errorlogs --num-processes "$jobs" || status=1
 
-# Sanitizer build (clang, ASan + UBSan): unit suite.
+# Sanitizer build (clang, ASan + UBSan): every suite.
 CC=clang-14 CXX=clang++-14 meson setup build-asan --buildtype=debug \
   -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1 || \
   meson setup --reconfigure build-asan >/dev/null
 ninja -C build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  meson test -C build-asan --suite unit --print-errorlogs --num-processes "$jobs" || status=1
+  meson test -C build-asan --print-errorlogs --num-processes "$jobs" || status=1
 
 if [ $status -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi
 exit $status

@@ -205,6 +205,29 @@ class S2smuxd(Server):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=30)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        proc = self.proc
+        super().stop(timeout)
+        if proc is not None:
+            self.exit_code = proc.returncode
+
+    exit_code: int | None = None
+
+    def post_mortem(self) -> str | None:
+        """Why the last run did not end cleanly, or None. s2smuxd exits 0 on
+        SIGTERM only when every handle closed (uv_loop_close succeeded)."""
+        if self.exit_code is None:
+            return None  # never started
+        text = self.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "event loop closed with open handles"):
+            if marker in text:
+                line = next(l for l in text.splitlines() if marker in l)
+                return f"{marker} in {self.log_file}: {line.strip()}"
+        if self.exit_code != 0:
+            return f"exit status {self.exit_code} after SIGTERM (see {self.log_file})"
+        return None
+
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -222,6 +222,14 @@ def run(main: Callable[[TestRun], None], timeout: float = 60.0, name: str | None
 
     t.close_clients()
     t.stop_servers()
+    # Servers that can judge their own shutdown (s2smuxd: exit status 0 means
+    # every libuv handle was closed; no sanitizer report in its log).
+    for s in t.servers:
+        verdict = getattr(s, "post_mortem", None)
+        if verdict is None:
+            continue
+        problem = verdict()
+        t._record(f"{s.name} shut down cleanly", problem is None, 0.0, problem or "")
     elapsed = time.monotonic() - t.started
     if error:
         first, _, rest = error.partition("\n")
