@@ -46,8 +46,10 @@ struct StreamHeader {
     bool declares_dialback = false; // xmlns:db='jabber:server:dialback'
 };
 
-// Callbacks run inside StreamParser::feed(); they must not call feed() or
-// reset() on the same parser (do that after feed() returns).
+// Callbacks run inside StreamParser::feed() (within libxml2): they must not
+// throw, nor call feed() or reset() on the same parser (do that after feed()
+// returns). Header views, like Node views, stay valid until the next
+// top-level element starts.
 class ParserHandler {
 public:
     virtual ~ParserHandler() = default;
@@ -83,8 +85,9 @@ public:
     void set_limits(const Limits& l) { limits_ = l; }
 
     // Memory held by the parser (tests, monitoring). Bounded by the limits:
-    // consumed input is not kept, and libxml2's name dictionary is rebuilt
-    // when a peer inflates it with ever-new names.
+    // consumed input is not kept, buffers grown for one huge stanza are
+    // released after it, and libxml2's context is rebuilt when a peer
+    // inflates its name dictionary with ever-new names.
     struct Memory {
         std::size_t arena_used = 0;     // bytes of the current element's tree
         std::size_t arena_reserved = 0; // arena chunks kept for reuse

@@ -30,12 +30,14 @@ public:
     explicit Writer(std::string& out) : out_(out) {}
 
     // Open a start tag: "<name". `name` may carry a prefix ("db:result").
+    // At most 32 levels may be open (deeper elements are dropped; asserted).
     Writer& open(std::string_view name);
     // Add an attribute to the tag opened last (skipped when value is empty
     // and skip_empty is true).
     Writer& attr(std::string_view name, std::string_view value, bool skip_empty = false);
     Writer& xmlns(std::string_view uri) { return attr("xmlns", uri); }
-    // Add escaped text content (closes the start tag first).
+    // Add escaped text content (closes the start tag first; empty text adds
+    // nothing, so the element can still be written as "<x/>").
     Writer& text(std::string_view s);
     // Add raw, already well-formed XML (closes the start tag first).
     Writer& raw(std::string_view xml);
