@@ -698,25 +698,18 @@ void Session::recv_stanza(const xml::Node& el) {
     r.from_domain = lower(from.domain, scratch_from_);
     // A malformed 'to' is the host's to answer with <jid-malformed/>.
     r.to_domain = parse_jid(r.head.to, to) ? lower(to.domain, scratch_to_) : std::string_view();
-    if (!r.to_domain.empty() && !can_receive(r.from_domain, r.to_domain)) {
-        bool from_known = false;
-        for (const auto& p : in_)
-            if (p.first == r.from_domain) from_known = true;
-        if (!from_known) {
-            fail(StreamError::InvalidFrom,
-                 fmt::format("'{}' is not authenticated on this stream", r.from_domain));
-        } else {
-            fail(StreamError::ImproperAddressing,
-                 fmt::format("'{}' may not send to '{}' on this stream", r.from_domain, r.to_domain));
-        }
-        return;
-    }
-    if (r.to_domain.empty()) {
-        bool from_known = false;
-        for (const auto& p : in_)
-            if (p.first == r.from_domain) from_known = true;
+    if (r.to_domain.empty() || !can_receive(r.from_domain, r.to_domain)) {
+        // in_ is ordered by origin domain: the first pair at or after
+        // (from, "") tells whether `from` authenticated at all.
+        auto it = in_.lower_bound(std::pair<std::string_view, std::string_view>(r.from_domain, ""));
+        bool from_known = it != in_.end() && it->first == r.from_domain;
         if (!from_known) {
             fail(StreamError::InvalidFrom, fmt::format("'{}' is not authenticated on this stream", r.from_domain));
+            return;
+        }
+        if (!r.to_domain.empty()) {
+            fail(StreamError::ImproperAddressing,
+                 fmt::format("'{}' may not send to '{}' on this stream", r.from_domain, r.to_domain));
             return;
         }
     }

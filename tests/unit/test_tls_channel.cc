@@ -99,13 +99,43 @@ std::string random_bytes(std::size_t n, unsigned seed) {
     return s;
 }
 
+// In-memory transport for a bare GnuTLS session (not a Channel): what it
+// sends accumulates in `out`, it reads from `in`.
+struct MemoryIo {
+    std::string in, out;
+    std::size_t off = 0;
+    gnutls_session_t s = nullptr;
+};
+
+void attach_memory_transport(MemoryIo& io) {
+    gnutls_transport_set_ptr(io.s, &io);
+    gnutls_transport_set_push_function(io.s, [](gnutls_transport_ptr_t p, const void* d, size_t n) -> ssize_t {
+        static_cast<MemoryIo*>(p)->out.append(static_cast<const char*>(d), n);
+        return static_cast<ssize_t>(n);
+    });
+    gnutls_transport_set_pull_function(io.s, [](gnutls_transport_ptr_t p, void* d, size_t n) -> ssize_t {
+        auto* self = static_cast<MemoryIo*>(p);
+        std::size_t avail = self->in.size() - self->off;
+        if (avail == 0) {
+            gnutls_transport_set_errno(self->s, EAGAIN);
+            return -1;
+        }
+        n = std::min(n, avail);
+        std::memcpy(d, self->in.data() + self->off, n);
+        self->off += n;
+        return static_cast<ssize_t>(n);
+    });
+}
+
 // A bare GnuTLS client with its own priorities / ALPN list, to test what the
 // Channel server accepts from other implementations.
 struct RawClient {
     gnutls_session_t s = nullptr;
     gnutls_certificate_credentials_t cred = nullptr;
-    std::string in, out;
-    std::size_t in_off = 0;
+    MemoryIo io;
+    std::string& in = io.in;
+    std::string& out = io.out;
+    std::size_t& in_off = io.off;
 
     RawClient(const char* priority, std::vector<std::string> alpn) {
         BOOST_REQUIRE(gnutls_certificate_allocate_credentials(&cred) >= 0);
@@ -118,23 +148,8 @@ struct RawClient {
             protos.push_back({reinterpret_cast<unsigned char*>(p.data()), static_cast<unsigned>(p.size())});
         if (!protos.empty())
             BOOST_REQUIRE(gnutls_alpn_set_protocols(s, protos.data(), static_cast<unsigned>(protos.size()), 0) >= 0);
-        gnutls_transport_set_ptr(s, this);
-        gnutls_transport_set_push_function(s, [](gnutls_transport_ptr_t p, const void* d, size_t n) -> ssize_t {
-            static_cast<RawClient*>(p)->out.append(static_cast<const char*>(d), n);
-            return static_cast<ssize_t>(n);
-        });
-        gnutls_transport_set_pull_function(s, [](gnutls_transport_ptr_t p, void* d, size_t n) -> ssize_t {
-            auto* self = static_cast<RawClient*>(p);
-            std::size_t avail = self->in.size() - self->in_off;
-            if (avail == 0) {
-                gnutls_transport_set_errno(self->s, EAGAIN);
-                return -1;
-            }
-            n = std::min(n, avail);
-            std::memcpy(d, self->in.data() + self->in_off, n);
-            self->in_off += n;
-            return static_cast<ssize_t>(n);
-        });
+        io.s = s;
+        attach_memory_transport(io);
     }
     ~RawClient() {
         gnutls_deinit(s);
@@ -701,32 +716,12 @@ BOOST_AUTO_TEST_CASE(ticket_and_data_in_one_read) {
     gnutls_datum_t ticket_key{};
     BOOST_REQUIRE(gnutls_session_ticket_key_generate(&ticket_key) >= 0);
 
-    struct Io {
-        std::string in, out;
-        std::size_t off = 0;
-        gnutls_session_t s = nullptr;
-    } io;
+    MemoryIo io;
     BOOST_REQUIRE(gnutls_init(&io.s, GNUTLS_SERVER | GNUTLS_NONBLOCK) >= 0);
     BOOST_REQUIRE(gnutls_priority_set_direct(io.s, "NORMAL:-VERS-ALL:+VERS-TLS1.3", nullptr) >= 0);
     BOOST_REQUIRE(gnutls_credentials_set(io.s, GNUTLS_CRD_CERTIFICATE, cred) >= 0);
     BOOST_REQUIRE(gnutls_session_ticket_enable_server(io.s, &ticket_key) >= 0);
-    gnutls_transport_set_ptr(io.s, &io);
-    gnutls_transport_set_push_function(io.s, [](gnutls_transport_ptr_t p, const void* d, size_t n) -> ssize_t {
-        static_cast<Io*>(p)->out.append(static_cast<const char*>(d), n);
-        return static_cast<ssize_t>(n);
-    });
-    gnutls_transport_set_pull_function(io.s, [](gnutls_transport_ptr_t p, void* d, size_t n) -> ssize_t {
-        auto* self = static_cast<Io*>(p);
-        std::size_t avail = self->in.size() - self->off;
-        if (avail == 0) {
-            gnutls_transport_set_errno(self->s, EAGAIN);
-            return -1;
-        }
-        n = std::min(n, avail);
-        std::memcpy(d, self->in.data() + self->off, n);
-        self->off += n;
-        return static_cast<ssize_t>(n);
-    });
+    attach_memory_transport(io);
 
     CertStore store;
     Channel client(store, client_opts("b.test"));
