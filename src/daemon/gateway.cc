@@ -18,6 +18,11 @@ using xmpp::StanzaError;
 namespace {
 constexpr const char* kCtx = "gateway";
 constexpr TimeMs kTickMs = 1000;
+// A destination holding this much output is written at once instead of at
+// the end of the loop iteration: libuv may hand us up to 2 MiB of reads from
+// one busy source before the iteration ends, which would otherwise all be
+// held back (latency) and written in one burst (lockstep pipelining).
+constexpr std::size_t kEarlyFlushBytes = 64 * 1024;
 } // namespace
 
 Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)) {
@@ -295,10 +300,12 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
     Route& r = route_for(from_dom, to_dom);
     if (r.ready && !r.ready->session().can_send(from_dom, to_dom)) r.ready = nullptr;
     if (r.ready && r.queue.empty()) {
-        if (el) r.ready->session().send_stanza(*el);
-        else r.ready->session().send_raw(raw);
+        auto& sess = r.ready->session();
+        if (el) sess.send_stanza(*el);
+        else sess.send_raw(raw);
         ++r.sent;
         ++stats_.stanzas_routed;
+        if (sess.out().size() >= kEarlyFlushBytes) r.ready->write_pending();
         return;
     }
     if (stopping_) {

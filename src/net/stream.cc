@@ -362,6 +362,10 @@ void Stream::mark_dirty() {
 
 void Stream::flush() {
     in_dirty_ = false;
+    write_pending();
+}
+
+void Stream::write_pending() {
     if (closing_) return;
     std::string& out = session_->out();
     if (!out.empty()) {

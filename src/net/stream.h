@@ -86,8 +86,11 @@ public:
     const StreamStats& stats() const { return stats_; }
     bool finished() const { return finished_; }
 
-    // Encrypt and write pending session output.
+    // Encrypt and write pending session output (from the owner's dirty list).
     void flush();
+    // The same, outside the dirty-list pass: for a destination that has
+    // accumulated enough output to be worth a write now.
+    void write_pending();
     // Close now (after flushing what is pending); owner is not notified again.
     void shutdown(std::string_view why);
 

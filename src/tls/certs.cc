@@ -184,7 +184,9 @@ std::shared_ptr<LocalCert> CertStore::find(std::string_view domain) const {
     if (auto it = by_name_.find(name); it != by_name_.end()) return it->second;
     auto dot = name.find('.');
     if (dot == std::string::npos || dot == 0) return nullptr;
-    std::string wildcard = "*" + name.substr(dot);
+    // (Built in two steps: GCC 12 at -O3 reports a false -Wrestrict on "*" + substr.)
+    std::string wildcard = "*";
+    wildcard += std::string_view(name).substr(dot);
     if (auto it = by_name_.find(wildcard); it != by_name_.end()) return it->second;
     return nullptr;
 }

@@ -1,0 +1,381 @@
+#include "tools/load/bench.h"
+
+#include "common/log.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace s2smux::load {
+
+namespace {
+
+constexpr std::uint64_t kTickMs = 100;
+constexpr std::uint64_t kSecondNs = 1000000000ULL;
+constexpr double kDrainTimeoutS = 10;  // for closing streams and s2smuxd's exit after SIGTERM
+constexpr double kTermAfterS = 1;      // SIGTERM even if the generator's stream is still closing
+
+double self_cpu_s() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double percentile_ms(const std::vector<std::uint64_t>& sorted, double q) {
+    if (sorted.empty()) return 0;
+    auto idx = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+    idx = std::clamp<std::size_t>(idx, 1, sorted.size()) - 1;
+    return static_cast<double>(sorted[idx]) / 1e6;
+}
+
+} // namespace
+
+const char* to_string(Mode m) { return m == Mode::Direct ? "direct" : "gateway"; }
+
+Bench::Bench(const Env& env, BenchOptions opts) : env_(env), o_(std::move(opts)) {
+    uv_loop_init(&loop_);
+    ctx_.loop = &loop_;
+    ctx_.certs = env_.certs;
+    ctx_.trust = env_.trust;
+    ctx_.keys = env_.keys;
+    ctx_.owner = this;
+}
+
+Bench::~Bench() = default;
+
+// ------------------------------------------------------------- configs
+
+xmpp::SessionConfig Bench::generator_config() const {
+    xmpp::SessionConfig c;
+    c.role = xmpp::Role::Initiator;
+    c.from = "a.test";
+    c.to = "b.test";
+    c.want_bidi = false;
+    c.auth_timeout_ms = 10000;
+    if (o_.mode == Mode::Gateway) {
+        // Like the local server on the trusted inner side (the daemon's
+        // UpstreamOut settings): dialback, certificate not verified.
+        c.tls_policy = o_.inner_tls ? xmpp::TlsPolicy::Optional : xmpp::TlsPolicy::Disabled;
+        c.verify_peer = false;
+        c.use_external = false;
+    } else {
+        // Must satisfy the sink exactly as s2smuxd's outer-out does.
+        c.tls_policy = xmpp::TlsPolicy::Required;
+        c.verify_peer = true;
+        c.use_dialback = false;
+    }
+    return c;
+}
+
+xmpp::SessionConfig Bench::sink_config() const {
+    // A remote server b.test that accepts only TLS + SASL EXTERNAL.
+    xmpp::SessionConfig c;
+    c.role = xmpp::Role::Receiver;
+    c.tls_policy = xmpp::TlsPolicy::Required;
+    c.tls_possible = true;
+    c.offer_dialback = false;
+    c.offer_bidi = false;
+    c.auth_timeout_ms = 10000;
+    return c;
+}
+
+// ----------------------------------------------------------------- run
+
+BenchResult Bench::run() {
+    res_.gateway = o_.mode == Mode::Gateway;
+    lat_ns_.reserve(o_.stanzas);
+
+    uv_tcp_init(&loop_, &listener_);
+    listener_.data = this;
+    sockaddr_in addr{};
+    uv_ip4_addr("127.0.0.1", 0, &addr);
+    int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
+    if (rc == 0)
+        rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 64, [](uv_stream_t* srv, int status) {
+            if (status == 0) static_cast<Bench*>(srv->data)->on_accept();
+        });
+    int len = sizeof addr;
+    if (rc == 0) rc = uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    if (rc != 0) {
+        res_.error = fmt::format("sink listener: {}", uv_strerror(rc));
+        uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+        uv_run(&loop_, UV_RUN_DEFAULT);
+        uv_loop_close(&loop_);
+        return res_;
+    }
+    sink_port_ = ntohs(addr.sin_port);
+
+    std::uint16_t target_port = sink_port_;
+    if (o_.mode == Mode::Gateway) {
+        GatewayParams gp{env_.s2smuxd, env_.certs_dir, env_.work_dir, sink_port_};
+        if (auto r = gw_.start(gp); !r) {
+            res_.error = r.error();
+            res_.gateway_log = gw_.log_tail();
+            uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+            uv_run(&loop_, UV_RUN_DEFAULT);
+            uv_loop_close(&loop_);
+            return res_;
+        }
+        target_port = gw_.inner_port();
+    }
+
+    uv_prepare_init(&loop_, &prepare_);
+    prepare_.data = this;
+    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Bench*>(h->data)->pump(); });
+    uv_check_init(&loop_, &check_);
+    check_.data = this;
+    uv_check_start(&check_, [](uv_check_t* h) { static_cast<Bench*>(h->data)->pump(); });
+    uv_timer_init(&loop_, &timer_);
+    timer_.data = this;
+    uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<Bench*>(h->data)->tick(); }, kTickMs, kTickMs);
+
+    start_ns_ = last_progress_ns_ = last_report_ns_ = uv_hrtime();
+    route::Target t;
+    t.address = "127.0.0.1";
+    t.port = target_port;
+    t.source = o_.mode == Mode::Gateway ? "s2smuxd inner" : "sink";
+    // UpstreamOut presents no client certificate; OuterOut presents a.test's (for EXTERNAL).
+    auto kind = o_.mode == Mode::Gateway ? net::StreamKind::UpstreamOut : net::StreamKind::OuterOut;
+    gen_ = net::Stream::connect(ctx_, kind, generator_config(), {t}, next_id_++, 10000);
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (int c = uv_loop_close(&loop_); c != 0) {
+        // A handle is still open: a leak in the tool or in net::Stream.
+        uv_walk(&loop_, [](uv_handle_t* h, void*) {
+            std::fprintf(stderr, "s2smux-load: open handle at exit: %s\n", uv_handle_type_name(h->type));
+        }, nullptr);
+        if (res_.error.empty()) res_.error = "event loop closed with open handles";
+    }
+    res_.ok = res_.error.empty();
+    if (!res_.ok && o_.mode == Mode::Gateway) res_.gateway_log = gw_.log_tail();
+    return res_;
+}
+
+void Bench::on_accept() {
+    if (phase_ >= Phase::Draining) return;
+    net::Stream* s = net::Stream::accept(ctx_, reinterpret_cast<uv_stream_t*>(&listener_), net::StreamKind::OuterIn,
+                                         false, sink_config(), next_id_++);
+    if (s) sinks_.push_back(s);
+}
+
+// ------------------------------------------------------------- owner
+
+bool Bench::stream_hosts(net::Stream& s, std::string_view domain) {
+    return s.kind() == net::StreamKind::OuterIn && domain == "b.test";
+}
+
+bool Bench::stream_has_cert(std::string_view domain) { return env_.certs->find(domain) != nullptr; }
+
+xmpp::DialbackVerdict Bench::stream_dialback_request(net::Stream&, const xmpp::DialbackRequest&) {
+    return xmpp::DialbackVerdict::Invalid; // the sink does not offer dialback
+}
+
+void Bench::stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
+                                 xmpp::AuthMethod m) {
+    if (s.kind() == net::StreamKind::OuterIn) {
+        if (dir_in) sink_auth_ = xmpp::to_string(m);
+        return;
+    }
+    if (&s != gen_ || dir_in || from != "a.test" || to != "b.test" || phase_ != Phase::Connecting) return;
+    if (o_.warmup > 0) phase_ = Phase::Warmup;
+    else begin_measure();
+}
+
+void Bench::stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) {
+    if (phase_ >= Phase::Draining) return;
+    if (s.kind() != net::StreamKind::OuterIn) {
+        fail(fmt::format("unexpected <{}/> from {} to {} on the generator's stream (a bounce?)", el.name,
+                         r.head.from, r.head.to));
+        return;
+    }
+    if (r.from_domain != "a.test" || r.to_domain != "b.test") {
+        fail(fmt::format("stanza from {} to {}, expected a.test -> b.test", r.from_domain, r.to_domain));
+        return;
+    }
+    Stamp got;
+    if (std::string err = check_stanza(el, *env_.pool, got); !err.empty()) {
+        fail(fmt::format("stanza #{} received: {}", received_, err));
+        return;
+    }
+    if (got.seq != received_) {
+        fail(got.seq > received_
+                 ? fmt::format("stanza(s) missing: expected seq {}, received seq {}", received_, got.seq)
+                 : fmt::format("reordered or duplicated: expected seq {}, received seq {}", received_, got.seq));
+        return;
+    }
+    std::uint64_t now = uv_hrtime();
+    if (received_ >= o_.warmup) lat_ns_.push_back(now > got.ts_ns ? now - got.ts_ns : 0);
+    ++received_;
+    last_progress_ns_ = now;
+    if (received_ == o_.warmup && phase_ == Phase::Warmup) begin_measure();
+    if (received_ == o_.warmup + o_.stanzas) finish_measure();
+}
+
+void Bench::stream_closed(net::Stream& s, const xmpp::CloseInfo& info) {
+    bool was_gen = &s == gen_;
+    if (was_gen) gen_ = nullptr;
+    std::erase(sinks_, &s);
+    if (phase_ >= Phase::Draining) return;
+    std::string why = fmt::format("{} stream closed during the run: {}", was_gen ? "generator" : "sink", info.reason);
+    if (o_.mode == Mode::Gateway) {
+        // A dead daemon resets its sockets just before it can be reaped: name the real cause.
+        for (int i = 0; i < 20 && !gw_.poll_exit(); ++i) uv_sleep(10);
+        if (gw_.poll_exit()) why = fmt::format("s2smuxd died during the run ({}); {}", gw_.exit_text(), why);
+    }
+    fail(std::move(why));
+}
+
+// --------------------------------------------------------------- flow
+
+void Bench::pump() {
+    top_up();
+    if (ctx_.dirty.empty()) return;
+    std::vector<net::Stream*> batch;
+    batch.swap(ctx_.dirty);
+    for (net::Stream* s : batch) s->flush();
+}
+
+void Bench::top_up() {
+    if ((phase_ != Phase::Warmup && phase_ != Phase::Measure) || !gen_) return;
+    const std::uint64_t limit = phase_ == Phase::Warmup ? o_.warmup : o_.warmup + o_.stanzas;
+    xmpp::Session& sess = gen_->session();
+    while (sent_ < limit && sent_ - received_ < o_.window) {
+        scratch_.clear();
+        write_stanza(scratch_, *env_.pool, sent_, uv_hrtime());
+        sess.send_raw(scratch_);
+        if (sent_ >= o_.warmup) bytes_ += scratch_.size();
+        ++sent_;
+    }
+}
+
+std::uint64_t Bench::sink_bytes_in() const {
+    std::uint64_t n = 0;
+    for (const net::Stream* s : sinks_) n += s->stats().bytes_in;
+    return n;
+}
+
+void Bench::begin_measure() {
+    phase_ = Phase::Measure;
+    tool_cpu0_ = self_cpu_s();
+    machine_cpu0_ = machine_busy_cpu_s();
+    if (o_.mode == Mode::Gateway) {
+        auto st = read_proc_stats(gw_.pid());
+        if (!st) return fail(st.error());
+        gw_cpu0_ = st->cpu_s;
+    }
+    wire0_ = sink_bytes_in();
+    t0_ns_ = uv_hrtime();
+}
+
+void Bench::finish_measure() {
+    t1_ns_ = uv_hrtime();
+    res_.tool_cpu_s = self_cpu_s() - tool_cpu0_;
+    const double machine = machine_busy_cpu_s() - machine_cpu0_;
+    res_.wire_bytes = sink_bytes_in() - wire0_;
+    if (o_.mode == Mode::Gateway) {
+        auto st = read_proc_stats(gw_.pid());
+        if (!st) return fail(st.error());
+        res_.gw_cpu_s = st->cpu_s - gw_cpu0_;
+        res_.gw_end = *st;
+    }
+    // Tick granularity (10 ms) makes this approximate; it only flags contended runs.
+    res_.other_cpu_s = std::max(0.0, machine - res_.tool_cpu_s - res_.gw_cpu_s);
+    res_.stanzas = received_ - o_.warmup;
+    res_.bytes = bytes_;
+    res_.seconds = static_cast<double>(t1_ns_ - t0_ns_) / 1e9;
+    std::sort(lat_ns_.begin(), lat_ns_.end());
+    res_.p50_ms = percentile_ms(lat_ns_, 0.50);
+    res_.p99_ms = percentile_ms(lat_ns_, 0.99);
+    res_.p999_ms = percentile_ms(lat_ns_, 0.999);
+    res_.max_ms = lat_ns_.empty() ? 0 : static_cast<double>(lat_ns_.back()) / 1e6;
+    if (!sinks_.empty()) {
+        const auto& tls = sinks_.front()->session().tls();
+        res_.sink_tls = fmt::format("{} {}, {}", tls.version, tls.cipher, sink_auth_);
+    }
+    if (o_.progress)
+        std::fprintf(stderr, "[%s] done: %llu stanzas in %.2f s\n", to_string(o_.mode),
+                     static_cast<unsigned long long>(res_.stanzas), res_.seconds);
+    // Close gracefully: generator first; s2smuxd gets SIGTERM from tick().
+    phase_ = Phase::Draining;
+    drain_start_ns_ = uv_hrtime();
+    if (gen_) gen_->session().close();
+}
+
+void Bench::fail(std::string why) {
+    if (res_.error.empty()) res_.error = std::move(why);
+    if (phase_ >= Phase::Draining) return;
+    phase_ = Phase::Draining;
+    drain_start_ns_ = uv_hrtime();
+    // Nothing more to learn from these streams; the owner is not called again.
+    if (gen_) gen_->shutdown("load test failed");
+    gen_ = nullptr;
+    for (net::Stream* s : sinks_) s->shutdown("load test failed");
+    sinks_.clear();
+    gw_.terminate();
+    term_sent_ = true;
+}
+
+void Bench::tick() {
+    std::uint64_t now = uv_hrtime();
+    if (o_.mode == Mode::Gateway && gw_.poll_exit() && phase_ < Phase::Draining) {
+        fail(fmt::format("s2smuxd died during the run ({})", gw_.exit_text()));
+        return;
+    }
+    if (phase_ < Phase::Draining) {
+        if (now - last_progress_ns_ > static_cast<std::uint64_t>(o_.stall_timeout_s * 1e9)) {
+            fail(fmt::format("no progress for {:.0f} s ({} of {} stanzas received, phase {})", o_.stall_timeout_s,
+                             received_, o_.warmup + o_.stanzas,
+                             phase_ == Phase::Connecting ? "connecting" : phase_ == Phase::Warmup ? "warm-up"
+                                                                                                  : "measure"));
+            return;
+        }
+        if (o_.progress && now - last_report_ns_ >= kSecondNs) {
+            double dt = static_cast<double>(now - last_report_ns_) / 1e9;
+            std::fprintf(stderr, "[%s] %5.1f s  sent %llu  received %llu  (%.0f stanzas/s)\n", to_string(o_.mode),
+                         static_cast<double>(now - start_ns_) / 1e9, static_cast<unsigned long long>(sent_),
+                         static_cast<unsigned long long>(received_),
+                         static_cast<double>(received_ - last_report_recv_) / dt);
+            last_report_ns_ = now;
+            last_report_recv_ = received_;
+        }
+        return;
+    }
+    if (phase_ != Phase::Draining) return;
+    const double waited = static_cast<double>(now - drain_start_ns_) / 1e9;
+    if (o_.mode == Mode::Gateway) {
+        if (!term_sent_ && (!gen_ || waited >= kTermAfterS)) {
+            gw_.terminate();
+            term_sent_ = true;
+        }
+        if (!gw_.poll_exit()) {
+            if (waited < kDrainTimeoutS) return;
+            gw_.kill_now();
+            if (res_.error.empty()) res_.error = "s2smuxd did not exit within 10 s of SIGTERM";
+            while (!gw_.poll_exit()) uv_sleep(10);
+        }
+        res_.gw_exit = gw_.exit_text();
+        // A failure already explains itself; after a clean run, an unclean exit is a finding.
+        if (res_.error.empty() && !gw_.exited_cleanly())
+            res_.error = fmt::format("s2smuxd did not shut down cleanly on SIGTERM: {}", res_.gw_exit);
+    }
+    if ((gen_ || !sinks_.empty()) && waited < kDrainTimeoutS) return;
+    teardown();
+}
+
+void Bench::teardown() {
+    phase_ = Phase::Closed;
+    if (gen_) gen_->shutdown("load test over");
+    gen_ = nullptr;
+    for (net::Stream* s : sinks_) s->shutdown("load test over");
+    sinks_.clear();
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+}
+
+} // namespace s2smux::load

@@ -1,0 +1,71 @@
+// s2smuxd as a child process of the load tool: a generated configuration in
+// a temporary directory, fork/exec, readiness by connecting to the inner
+// listener, liveness by waitpid(WNOHANG), CPU and memory from /proc.
+#pragma once
+
+#include "common/result.h"
+
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <cstdint>
+#include <string>
+
+namespace s2smux::load {
+
+// Binds 127.0.0.1:0 and returns the port the kernel chose (then closes it,
+// so there is a small window in which another process could take it).
+Result<std::uint16_t> free_loopback_port();
+
+struct ProcStats {
+    double cpu_s = 0;         // utime + stime
+    std::uint64_t rss_kb = 0; // VmRSS
+    std::uint64_t hwm_kb = 0; // VmHWM (peak RSS)
+};
+Result<ProcStats> read_proc_stats(pid_t pid);
+
+// Busy CPU seconds of the whole machine so far (/proc/stat, all CPUs, not
+// idle or iowait): minus the daemon's and the tool's own, it shows how much
+// other processes competed with a run.
+double machine_busy_cpu_s();
+
+struct GatewayParams {
+    std::string binary;
+    std::string certs_dir; // absolute: a.test.pem/.key and ca.pem
+    std::string work_dir;  // config and log go here
+    std::uint16_t sink_port = 0;
+};
+
+class GatewayProcess {
+public:
+    GatewayProcess() = default;
+    ~GatewayProcess(); // SIGKILL if still running
+    GatewayProcess(const GatewayProcess&) = delete;
+    GatewayProcess& operator=(const GatewayProcess&) = delete;
+
+    // Writes the config, starts the daemon, waits (up to 10 s) until its
+    // inner listener accepts connections.
+    Result<void> start(const GatewayParams& p);
+
+    std::uint16_t inner_port() const { return inner_port_; }
+    pid_t pid() const { return pid_; }
+    bool running() const { return pid_ > 0 && !exited_; }
+    // Reaps the child if it has exited; true once it has.
+    bool poll_exit();
+    bool exited_cleanly() const { return exited_ && WIFEXITED(status_) && WEXITSTATUS(status_) == 0; }
+    std::string exit_text() const; // "exit status 1", "killed by signal 11"
+    void terminate();              // SIGTERM
+    void kill_now();               // SIGKILL
+    // Last `bytes` of the daemon's stderr log.
+    std::string log_tail(std::size_t bytes = 4000) const;
+    const std::string& log_path() const { return log_path_; }
+
+private:
+    pid_t pid_ = -1;
+    bool exited_ = false;
+    int status_ = 0;
+    std::uint16_t inner_port_ = 0;
+    std::string log_path_;
+};
+
+} // namespace s2smux::load
