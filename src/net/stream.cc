@@ -132,8 +132,10 @@ void delete_tcp(uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); }
 void Stream::try_next_target() {
     if (finished_ || closing_) return;
     if (target_idx_ >= targets_.size()) {
+        std::string_view errs = connect_errors_;
+        while (!errs.empty() && (errs.back() == ' ' || errs.back() == ';')) errs.remove_suffix(1);
         fail_transport(targets_.empty() ? std::string("no address to connect to")
-                                        : fmt::format("could not connect: {}", connect_errors_),
+                                        : fmt::format("could not connect: {}", errs),
                        xmpp::StanzaError::RemoteServerNotFound);
         return;
     }
