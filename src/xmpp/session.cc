@@ -251,11 +251,8 @@ bool Session::on_stream_open(const xml::StreamHeader& hdr) {
         fail(StreamError::InvalidXml, "unexpected stream header");
         return false;
     }
-    bool ok = cfg_.role == Role::Receiver ? recv_header_receiver(hdr) : recv_header_initiator(hdr);
-    return ok && state_ != State::Closed;
-}
-
-bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
+    // Checks common to both roles. The receiver sends its own header first
+    // (fail() does), as RFC 6120 §4.9.1.2 asks before a stream error.
     if (hdr.default_ns != ns::kServer) {
         fail(StreamError::InvalidNamespace,
              fmt::format("default namespace must be jabber:server, not '{}'", hdr.default_ns));
@@ -266,6 +263,11 @@ bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
              fmt::format("stream version '{}' not supported (1.0 required)", hdr.version));
         return false;
     }
+    bool ok = cfg_.role == Role::Receiver ? recv_header_receiver(hdr) : recv_header_initiator(hdr);
+    return ok && state_ != State::Closed;
+}
+
+bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
     std::string to = lowercase_domain(hdr.to);
     if (to.empty() || !valid_domain(to) || !host_.session_hosts(to)) {
         fail(StreamError::HostUnknown,
@@ -288,16 +290,6 @@ bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
 }
 
 bool Session::recv_header_initiator(const xml::StreamHeader& hdr) {
-    if (hdr.default_ns != ns::kServer) {
-        fail(StreamError::InvalidNamespace,
-             fmt::format("default namespace must be jabber:server, not '{}'", hdr.default_ns));
-        return false;
-    }
-    if (!version_ok(hdr.version)) {
-        fail(StreamError::UnsupportedVersion,
-             fmt::format("stream version '{}' not supported (1.0 required)", hdr.version));
-        return false;
-    }
     peer_stream_id_ = std::string(hdr.id);
     peer_declares_db_ = hdr.declares_dialback;
     state_ = State::Negotiating;
