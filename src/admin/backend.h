@@ -1,0 +1,42 @@
+// What the admin socket can ask of the daemon (implemented by the Gateway).
+//
+// Each call answers through `done` exactly once, possibly later (certificate
+// loading runs on the thread pool; an add waits for the peers' answers), so
+// the admin layer never blocks the event loop. Replies are data lines plus
+// OK or an error message (the line protocol is in admin/protocol.h).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace s2smux::admin {
+
+struct Reply {
+    std::vector<std::string> lines; // data lines (never empty strings; "OK"/"ERR ..." are escaped)
+    std::string error;              // empty: success
+    static Reply ok(std::vector<std::string> lines = {}) { return Reply{std::move(lines), {}}; }
+    static Reply fail(std::string msg) { return Reply{{}, std::move(msg)}; }
+};
+using Done = std::function<void(Reply)>;
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    // Local domains and their state on each mux stream.
+    virtual void domains(Done done) = 0;
+    // Local and accepted peer certificates: subject, names, expiry.
+    virtual void certs(Done done) = 0;
+    // Streams: peer, direction, TLS version, mux on/off, domains each way, stanzas and bytes each way.
+    virtual void streams(Done done) = 0;
+    // Counters.
+    virtual void stats(Done done) = 0;
+    // Load CERT+KEY (PEM files), make its names local domains, add them to
+    // every live mux stream; `replace` requires a certificate with the same
+    // subject to exist (and replaces it with no gap).
+    virtual void cert_add(std::string cert_path, std::string key_path, bool replace, Done done) = 0;
+    // Remove the certificate serving DOMAIN and its names, on every stream.
+    virtual void cert_remove(std::string domain, Done done) = 0;
+};
+
+} // namespace s2smux::admin
