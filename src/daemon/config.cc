@@ -361,7 +361,7 @@ private:
     std::filesystem::path base_;
 };
 
-constexpr std::string_view kTables[] = {"gateway", "listen", "upstream", "tls", "dns", "limits", "log"};
+constexpr std::string_view kTables[] = {"gateway", "listen", "upstream", "tls", "dns", "limits", "mux", "log"};
 constexpr std::string_view kArrays[] = {"cert", "route"};
 
 void check_top_level(const Reader& r, const toml::table& root) {
@@ -524,6 +524,18 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
         c.queue_timeout_ms = static_cast<std::uint32_t>(*v * 1000);
 }
 
+void read_mux(const Reader& r, const toml::table& root, Config& c) {
+    auto sec = r.table(root, "mux");
+    if (!sec) return;
+    r.check_keys(*sec, {"enabled", "strict", "max_domains", "max_pending", "add_rate", "add_burst"});
+    if (auto v = r.get_bool(*sec, "enabled")) c.mux_enabled = *v;
+    if (auto v = r.get_bool(*sec, "strict")) c.mux_strict = *v;
+    if (auto v = r.get_int(*sec, "max_domains", 1, 1'000'000)) c.mux_max_domains = static_cast<std::size_t>(*v);
+    if (auto v = r.get_int(*sec, "max_pending", 1, 1'000'000)) c.mux_max_pending = static_cast<std::size_t>(*v);
+    if (auto v = r.get_int(*sec, "add_rate", 1, 1'000'000, "adds per second")) c.mux_add_rate = static_cast<double>(*v);
+    if (auto v = r.get_int(*sec, "add_burst", 1, 10'000'000)) c.mux_add_burst = static_cast<double>(*v);
+}
+
 void read_log(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "log");
     if (!sec) return;
@@ -574,6 +586,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
         read_routes(r, root, c);
         read_dns(r, root, c);
         read_limits(r, root, c);
+        read_mux(r, root, c);
         read_log(r, root, c);
     } catch (const ConfigError& e) {
         return make_error(e.what());

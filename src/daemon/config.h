@@ -87,6 +87,14 @@ struct Config {
     std::uint32_t auth_timeout_ms = 30000;    // unauthenticated incoming stream
     std::uint32_t queue_timeout_ms = 60000;   // stanza waiting for a route
 
+    // [mux]: one multiplexed stream per remote s2smux gateway
+    bool mux_enabled = true;          // offer / request multiplexing
+    bool mux_strict = false;          // a stanza for a pair that was not multiplexed closes the stream
+    std::size_t mux_max_domains = 10000; // peer domains accepted per stream
+    std::size_t mux_max_pending = 1000;  // peer adds being verified at once
+    double mux_add_rate = 2000;       // peer adds per second per stream ...
+    double mux_add_burst = 12000;     // ... and burst
+
     // [log]
     std::string log_level = "info";
     std::string log_file; // empty: stderr

@@ -1,4 +1,5 @@
 #include "daemon/gateway.h"
+#include "daemon/mux_peer.h"
 
 #include "common/log.h"
 #include "xml/writer.h"
@@ -26,7 +27,10 @@ constexpr std::size_t kEarlyFlushBytes = 64 * 1024;
 } // namespace
 
 Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)) {
-    for (auto& d : cfg_.domains) d = xmpp::lowercase_domain(d);
+    for (auto& d : cfg_.domains) {
+        d = xmpp::lowercase_domain(d);
+        local_domains_.insert(d);
+    }
     ctx_.loop = loop_;
     ctx_.certs = &certs_;
     ctx_.trust = &trust_;
@@ -35,9 +39,7 @@ Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)
 
 Gateway::~Gateway() = default;
 
-bool Gateway::is_local(std::string_view domain) const {
-    return std::find(cfg_.domains.begin(), cfg_.domains.end(), domain) != cfg_.domains.end();
-}
+bool Gateway::is_local(std::string_view domain) const { return local_domains_.count(domain) != 0; }
 
 Result<void> Gateway::start() {
     keys_ = std::make_unique<xmpp::DialbackKeys>(cfg_.dialback_secret.empty()
@@ -134,6 +136,7 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
         c.role = xmpp::Role::Receiver;
         c.tls_policy = cfg_.policy;
         c.tls_possible = have_cert;
+        c.offer_mux = cfg_.mux_enabled;
         break;
     case StreamKind::InnerIn:
         // The local server is trusted: dialback for its domains is accepted
@@ -150,6 +153,7 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
         c.tls_policy = policy_for(to);
         c.verify_peer = c.tls_policy == xmpp::TlsPolicy::Required;
         c.verify_only = kind == StreamKind::VerifyOut;
+        c.want_mux = cfg_.mux_enabled && kind == StreamKind::OuterOut;
         c.auth_timeout_ms = cfg_.connect_timeout_ms;
         break;
     case StreamKind::UpstreamOut:
@@ -210,6 +214,9 @@ void Gateway::stream_authenticated(Stream& s, std::string_view from, std::string
     if (r.pending == &s) r.pending = nullptr;
     r.failures = 0;
     flush_queue(r);
+    // Routes that waited for this stream in the hope it would multiplex:
+    // a standard stream carries only its own pair, they must connect.
+    if (s.kind() == StreamKind::OuterOut && !s.session().mux_enabled()) reevaluate_waiters(s.id());
 }
 
 void Gateway::stream_ready(Stream& s) {
@@ -270,16 +277,28 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     else log::info(ctx, "stream closed ({})", info.reason);
     streams_.erase(s.id());
     if (s.kind() == StreamKind::VerifyOut) verify_failed(s.id(), info.reason);
+    if (auto m = muxes_.find(s.id()); m != muxes_.end()) {
+        // Freed later: we may be inside a call of this very MuxSession.
+        m->second->closed = true;
+        s.session().set_mux(nullptr);
+        mux_graveyard_.push_back(std::move(m->second));
+        muxes_.erase(m);
+    }
+    for (auto it = outgoing_by_target_.begin(); it != outgoing_by_target_.end();) {
+        if (it->second == s.id()) it = outgoing_by_target_.erase(it);
+        else ++it;
+    }
     for (auto& [key, r] : routes_) {
         if (r.ready == &s) r.ready = nullptr;
         if (r.pending == &s) {
             r.pending = nullptr;
             ++r.failures;
             fail_queue(r, info.bounce, info.reason);
-        } else if (!r.ready && !r.pending && !r.resolving && !r.queue.empty() && !stopping_) {
-            establish(r); // the carrying stream went away with stanzas waiting
+        } else if (!r.ready && !r.pending && !r.resolving && !r.waiting_on && !r.queue.empty() && !stopping_) {
+            reevaluate(r); // the carrying stream went away with stanzas waiting
         }
     }
+    reevaluate_waiters(s.id());
 }
 
 // ------------------------------------------------------------- routing
@@ -299,6 +318,11 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
                       std::string_view raw, const xmpp::StanzaHead& head) {
     Route& r = route_for(from_dom, to_dom);
     if (r.ready && !r.ready->session().can_send(from_dom, to_dom)) r.ready = nullptr;
+    if (!r.ready && !r.upstream && !muxes_.empty()) {
+        // A multiplexed stream that already carries both names wins.
+        MuxVerdict v = classify(from_dom, to_dom);
+        if (v.kind == MuxVerdict::Send) r.ready = v.stream;
+    }
     if (r.ready && r.queue.empty()) {
         auto& sess = r.ready->session();
         if (el) sess.send_stanza(*el);
@@ -318,8 +342,8 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
         return;
     }
     enqueue(r, el, raw, head);
-    if (!r.ready && !r.pending && !r.resolving) establish(r);
-    else if (r.ready) flush_queue(r);
+    if (r.ready) flush_queue(r);
+    else if (!r.pending && !r.resolving && !r.waiting_on) reevaluate(r);
 }
 
 void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) {
@@ -420,6 +444,22 @@ void Gateway::establish(Route& r) {
             return;
         }
         log::debug(kCtx, "{} -> {}: {}", rt.from, rt.to, res->explain);
+        // One connection per remote server: if we are already connected (or
+        // connecting) to this address and that stream may multiplex, wait
+        // for it to tell which domains it carries.
+        for (const auto& t : res->targets) {
+            auto o = outgoing_by_target_.find(fmt::format("{}:{}", t.address, t.port));
+            if (o == outgoing_by_target_.end()) continue;
+            auto st = streams_.find(o->second);
+            if (st == streams_.end() || st->second->finished()) continue;
+            auto m = muxes_.find(o->second);
+            bool undecided = m == muxes_.end() ? !st->second->session().ready()
+                                               : !m->second->mux->peer_announce_complete();
+            if (undecided) {
+                wait_on(rt, o->second);
+                return;
+            }
+        }
         connect_route(key, std::move(res->targets));
     });
 }
@@ -429,6 +469,8 @@ void Gateway::connect_route(const DomainPair& key, std::vector<route::Target> ta
     StreamKind kind = r.upstream ? StreamKind::UpstreamOut : StreamKind::OuterOut;
     std::uint64_t id = next_id_++;
     auto cfg = session_config(kind, r.from, r.to);
+    if (kind == StreamKind::OuterOut && cfg_.mux_enabled && !targets.empty())
+        outgoing_by_target_.try_emplace(fmt::format("{}:{}", targets.front().address, targets.front().port), id);
     Stream* s = Stream::connect(ctx_, kind, std::move(cfg), std::move(targets), id, cfg_.connect_timeout_ms);
     ++stats_.streams_connected;
     streams_[id] = s;
@@ -478,6 +520,7 @@ void Gateway::verify_failed(std::uint64_t verify_stream, const std::string& reas
 // ---------------------------------------------------------------- loop
 
 void Gateway::flush_dirty() {
+    if (!mux_graveyard_.empty()) mux_graveyard_.clear();
     if (ctx_.dirty.empty()) return;
     std::vector<Stream*> batch;
     batch.swap(ctx_.dirty);

@@ -15,6 +15,7 @@
 #pragma once
 
 #include "daemon/config.h"
+#include "mux/mux_session.h"
 #include "net/listener.h"
 #include "net/stream.h"
 #include "route/resolver.h"
@@ -28,6 +29,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -36,6 +38,9 @@
 namespace s2smux {
 
 struct GatewayStats {
+    std::uint64_t mux_streams = 0;      // streams on which multiplexing was enabled
+    std::uint64_t mux_refused_in = 0;   // stanzas we refused on mux streams (never delivered)
+    std::uint64_t mux_refused_out = 0;  // our stanzas a peer refused (bounced to the sender)
     std::uint64_t stanzas_routed = 0;   // delivered onto an authenticated stream
     std::uint64_t stanzas_queued = 0;   // had to wait for a stream
     std::uint64_t stanzas_bounced = 0;  // answered with an error to their sender
@@ -60,6 +65,8 @@ public:
     bool is_local(std::string_view domain) const;
 
 private:
+    struct MuxPeer;
+    friend struct MuxPeer;
     struct Queued {
         std::string xml;          // serialized stanza
         std::string name, from, to, id, type;
@@ -75,6 +82,14 @@ private:
         std::deque<Queued> queue;
         std::uint64_t sent = 0;
         int failures = 0;               // consecutive establishment failures
+        std::uint64_t waiting_on = 0;   // stream id whose multiplexing may carry it soon
+    };
+    // How a mux stream can serve a domain pair right now.
+    struct MuxVerdict {
+        enum Kind { None, Send, Wait, Refuse } kind = None;
+        net::Stream* stream = nullptr; // Send
+        std::uint64_t peer = 0;        // Wait: stream id
+        std::string reason;            // Refuse
     };
     struct PendingVerify {
         std::uint64_t requester = 0;    // stream id of the incoming stream
@@ -93,6 +108,7 @@ private:
     void stream_ready(net::Stream& s) override;
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
+    void stream_mux_enabled(net::Stream& s) override;
 
     xmpp::SessionConfig session_config(net::StreamKind kind, std::string_view from = {},
                                        std::string_view to = {}) const;
@@ -105,6 +121,10 @@ private:
                  std::string_view raw, const xmpp::StanzaHead& head);
     void enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head);
     void establish(Route& r);
+    MuxVerdict classify(std::string_view from, std::string_view to);
+    void reevaluate(Route& r);
+    void wait_on(Route& r, std::uint64_t stream_id);
+    void reevaluate_waiters(std::uint64_t stream_id);
     void connect_route(const xmpp::DomainPair& key, std::vector<route::Target> targets);
     void flush_queue(Route& r);
     void fail_queue(Route& r, xmpp::StanzaError cond, const std::string& reason);
@@ -125,6 +145,11 @@ private:
     std::vector<std::unique_ptr<net::Listener>> listeners_;
     std::unordered_map<std::uint64_t, net::Stream*> streams_;
     std::map<xmpp::DomainPair, Route, xmpp::DomainPairLess> routes_;
+    std::set<std::string, std::less<>> local_domains_;
+    std::unordered_map<std::uint64_t, std::unique_ptr<MuxPeer>> muxes_;   // by stream id
+    std::vector<std::unique_ptr<MuxPeer>> mux_graveyard_;                   // freed outside callbacks
+    std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> waiters_; // routes waiting on a stream
+    std::unordered_map<std::string, std::uint64_t> outgoing_by_target_;   // "addr:port" -> outer-out stream id
     std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
     std::uint64_t next_id_ = 1;
     GatewayStats stats_;

@@ -5,9 +5,13 @@
 #include "tls/identity.h"
 #include "tls/trust.h"
 
+#include <cstddef>
 #include <cstdint>
+#include <list>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace s2smux::mux {
@@ -28,8 +32,19 @@ enum class AddFailure : std::uint8_t {
     Busy,           // <busy/>: verification queue full
     PolicyViolation,// <policy-violation/>: e.g. claiming one of the receiver's own domains, mux not enabled
 };
+// The wire name ("bad-proof", ...); "none" for None, which has no wire name
+// and which parse_add_failure() does not accept.
 const char* to_string(AddFailure f);
 bool parse_add_failure(std::string_view name, AddFailure& out);
+
+// How a chain verification failure is reported: Expired / NotYetValid /
+// Malformed / ChainTooLarge as such, everything else (bad signature in the
+// chain, unknown CA, local errors) as Untrusted.
+AddFailure add_failure_for(tls::VerifyError e);
+
+// Limits of an <add/> chain, checked before any parsing.
+constexpr std::size_t kMaxAddChainCerts = 8;
+constexpr std::size_t kMaxAddChainBytes = 64 * 1024; // sum of the DER sizes
 
 struct AddCheckInput {
     std::vector<std::string> chain_der; // leaf first, as received
@@ -46,6 +61,78 @@ struct AddCheckResult {
     std::vector<std::string> names;     // identity.names() when accepted
 };
 
+// In order, stopping at the first failure:
+//  1. chain sanity: no certificate or an empty one -> Malformed; more than
+//     kMaxAddChainCerts certificates or more than kMaxAddChainBytes -> ChainTooLarge;
+//  2. tls::verify_chain() at `now` (a certificate that does not parse -> Malformed,
+//     see add_failure_for(); text = VerifyResult::error);
+//  3. `domain` must be a name of the leaf (tls::matches_domain) -> NameMismatch,
+//     the text lists the leaf's names;
+//  4. the proof: an empty `message` (proof_message() refused its input) ->
+//     Malformed; a message that does not end with 0x00 <domain> 0x00
+//     SHA-256(leaf) (i.e. not computed for this domain and certificate) ->
+//     BadProof; verify_proof() with the leaf's key -> BadProof.
+// `identity` is filled whenever the leaf parses, `names` only on success.
 AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in);
+
+// Chains that verified, so that check_add() does not verify the same chain
+// again (its CA signature costs as much as the proof): the same certificate
+// adding many domains (multi-name and wildcard certificates), every domain
+// again after a reconnect. Optional: check_add() without a cache verifies
+// every chain.
+//
+// Only successes are kept, under SHA-256 of the exact chain bytes, each with
+// tls::VerifyResult::valid_from/valid_until: a hit needs `now` inside that
+// window, so dates are enforced exactly as verify_chain() does. The cache is
+// bound to one TrustStore; adding CAs to it (TrustStore::count() changes)
+// turns older entries into misses. Bounded (least recently used entry
+// dropped), thread-safe (one mutex, held for lookups only, never while
+// verifying).
+class ChainCache {
+public:
+    explicit ChainCache(const tls::TrustStore& trust, std::size_t capacity = 4096);
+    ChainCache(const ChainCache&) = delete;
+    ChainCache& operator=(const ChainCache&) = delete;
+
+    const tls::TrustStore& trust() const { return trust_; }
+    std::size_t size() const;
+    void clear();
+    struct Stats {
+        std::uint64_t hits = 0, misses = 0;
+    };
+    Stats stats() const;
+
+    // For check_add(): the leaf identity of a chain that verified at `now`
+    // with the trust store as it is, or false; then insert(probe, result of
+    // verify_chain()) (the probe holds the key and the trust store
+    // generation read before verifying).
+    struct Probe {
+        std::string key;
+        std::size_t generation = 0;
+    };
+    bool lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& out, Probe& probe);
+    void insert(Probe probe, const tls::VerifyResult& verified);
+
+private:
+    struct Entry {
+        std::string key;
+        tls::Identity identity;
+        std::int64_t valid_from = 0, valid_until = 0;
+        std::size_t generation = 0;
+    };
+    std::size_t generation() const; // trust_.count(), read under its lock
+
+    const tls::TrustStore& trust_;
+    const std::size_t capacity_;
+    mutable std::mutex mu_;
+    std::list<Entry> lru_; // most recent first
+    std::unordered_map<std::string, std::list<Entry>::iterator> by_key_;
+    Stats stats_;
+};
+
+// check_add() with a cache of verified chains (see ChainCache); `cache` may
+// be null, and is ignored when bound to another TrustStore than `trust`.
+// Same results as without a cache.
+AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, ChainCache* cache);
 
 } // namespace s2smux::mux

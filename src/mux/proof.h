@@ -12,13 +12,21 @@
 // (unique per stream) stops replay within the stream, the leaf hash binds
 // the proof to the certificate sent with it.
 //
+// The exporter and the hash have fixed sizes; the variable fields (stream
+// id, add id, domain) may not contain 0x00 (XML 1.0 cannot carry it anyway),
+// so the 0x00 separators make the encoding unambiguous: no two different
+// inputs give the same bytes. proof_message() returns "" for inputs it
+// refuses (a 0x00 in a variable field, an exporter that is not 32 bytes),
+// and sign_proof() / verify_proof() refuse an empty message.
+//
 // Everything here is pure and thread-safe: the daemon runs it on the libuv
-// thread pool.
+// thread pool (one LocalCert may sign on several threads at once).
 #pragma once
 
 #include "common/result.h"
 #include "tls/certs.h"
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -27,20 +35,39 @@ namespace s2smux::mux {
 enum class Signer { Initiator, Receiver };
 const char* to_string(Signer s);
 
-// The exact bytes that are signed.
+// Size of the exporter field: RFC 9266 "EXPORTER-Channel-Binding", empty context, 32 bytes.
+constexpr std::size_t kExporterSize = 32;
+
+// The exact bytes that are signed; "" if refused (see above).
 std::string proof_message(std::string_view exporter, Signer signer, std::string_view stream_id,
                           std::string_view add_id, std::string_view domain, std::string_view leaf_der);
 
 struct Signature {
     std::string alg;   // TLS 1.3 SignatureScheme name: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, ed25519, ...
-    std::string value; // raw signature bytes
+    std::string value; // raw signature bytes (ECDSA: DER Ecdsa-Sig-Value, as in TLS)
 };
 
-// Signs with the certificate's key (the algorithm follows the key type).
+// Supported names (RFC 8446 §4.2.3) and the keys they need:
+//   ecdsa_secp256r1_sha256 / ecdsa_secp384r1_sha384 / ecdsa_secp521r1_sha512: ECDSA key on that curve
+//   rsa_pss_rsae_sha256 / _sha384 / _sha512: RSA key (rsaEncryption)
+//   rsa_pss_pss_sha256 / _sha384 / _sha512: RSASSA-PSS key
+//   ed25519, ed448: EdDSA key of that curve
+bool is_supported_alg(std::string_view alg);
+
+// The scheme sign_proof() uses for the certificate's key: ECDSA P-256 ->
+// ecdsa_secp256r1_sha256, P-384 -> ecdsa_secp384r1_sha384, P-521 ->
+// ecdsa_secp521r1_sha512, RSA -> rsa_pss_rsae_sha256, RSA-PSS ->
+// rsa_pss_pss_sha256, Ed25519 -> ed25519, Ed448 -> ed448.
+Result<std::string> proof_alg_for(const tls::LocalCert& cert);
+
+// Signs with the certificate's key (the algorithm follows the key type, see
+// proof_alg_for()).
 Result<Signature> sign_proof(const tls::LocalCert& cert, std::string_view message);
 
 // Verifies `sig` over `message` with the public key of `leaf_der`.
-// Rejects algorithms that do not match the key, and unknown names.
+// Rejects unknown names, algorithms that do not match the key (type, and
+// curve for ECDSA), a leaf whose keyUsage lacks digitalSignature, an empty
+// message or signature. Does not verify the certificate itself (check_add does).
 Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::string_view message,
                           std::string_view sig);
 

@@ -331,6 +331,12 @@ void Stream::verify_done(tls::VerifyResult res) {
     st.peer.trusted = res.trusted;
     st.peer.error = std::move(res.error);
     st.peer.identity = std::move(res.identity);
+    st.tls13 = tls_->is_tls13();
+    if (auto lc = tls_->local_cert()) st.local = lc->identity;
+    if (st.tls13) {
+        // RFC 9266 channel binding: binds multiplexing proofs to this session.
+        if (auto e = tls_->exporter("EXPORTER-Channel-Binding", "", 32)) st.exporter = std::move(*e);
+    }
     TimeMs now = uv_now(ctx_.loop);
     session_->on_tls_established(std::move(st), now);
     if (!started_ && !session_->closed()) { // direct TLS, outgoing: the stream starts now
@@ -548,6 +554,7 @@ void Stream::session_verify_answer(std::string_view from, std::string_view to, s
     ctx_.owner->stream_verify_answer(*this, from, to, id, valid);
 }
 void Stream::session_ready() { ctx_.owner->stream_ready(*this); }
+void Stream::session_mux_enabled() { ctx_.owner->stream_mux_enabled(*this); }
 void Stream::session_stanza(const xml::Node& el, const xmpp::StanzaRoute& r) {
     ctx_.owner->stream_stanza(*this, el, r);
 }

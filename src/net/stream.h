@@ -49,6 +49,8 @@ public:
                                       std::string_view id, bool valid) = 0;
     virtual void stream_ready(Stream& s) = 0;
     virtual void stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) = 0;
+    // Multiplexing was enabled on the stream (attach a handler to its session).
+    virtual void stream_mux_enabled(Stream& s) = 0;
     // The stream is finished (session closed, connect failed, transport
     // error). Forget the pointer: the stream frees itself once its handles
     // are closed.
@@ -112,6 +114,7 @@ private:
     void session_ready() override;
     void session_stanza(const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void session_closed(const xmpp::CloseInfo& info) override;
+    void session_mux_enabled() override;
 
     void start_reading();
     void on_read(const char* data, std::size_t len);

@@ -2,7 +2,9 @@
 
 #include <gnutls/gnutls.h>
 
+#include <algorithm>
 #include <ctime>
+#include <limits>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -40,14 +42,50 @@ std::string dn_of(gnutls_x509_crt_t crt, bool issuer) {
     return s;
 }
 
-// Checks the validity window of one certificate. `what` names it in errors.
-std::string check_dates(gnutls_x509_crt_t crt, std::int64_t now, const std::string& what) {
-    auto nb = static_cast<std::int64_t>(gnutls_x509_crt_get_activation_time(crt));
-    auto na = static_cast<std::int64_t>(gnutls_x509_crt_get_expiration_time(crt));
-    if (nb == -1 || na == -1) return what + " has unreadable validity dates";
-    if (now < nb) return what + " not yet valid until " + iso_time(nb);
-    if (now > na) return what + " expired on " + iso_time(na);
-    return {};
+struct Dates {
+    std::int64_t not_before = -1, not_after = -1;
+};
+
+Dates dates_of(gnutls_x509_crt_t crt) {
+    return {static_cast<std::int64_t>(gnutls_x509_crt_get_activation_time(crt)),
+            static_cast<std::int64_t>(gnutls_x509_crt_get_expiration_time(crt))};
+}
+
+bool dates_ok(const Dates& d, std::int64_t now) {
+    return d.not_before != -1 && d.not_after != -1 && now >= d.not_before && now <= d.not_after;
+}
+
+// Checks the validity window of one certificate. `what()` names it in errors
+// (only called on failure: DN formatting is not free). Sets res.error and
+// res.reason and returns false when outside the window; otherwise narrows
+// res.valid_from / res.valid_until to it.
+template <class What>
+bool check_dates(const Dates& d, std::int64_t now, What what, VerifyResult& res) {
+    if (d.not_before == -1 || d.not_after == -1) {
+        res.error = what() + " has unreadable validity dates";
+        res.reason = VerifyError::Malformed;
+        return false;
+    }
+    if (now < d.not_before) {
+        res.error = what() + " not yet valid until " + iso_time(d.not_before);
+        res.reason = VerifyError::NotYetValid;
+        return false;
+    }
+    if (now > d.not_after) {
+        res.error = what() + " expired on " + iso_time(d.not_after);
+        res.reason = VerifyError::Expired;
+        return false;
+    }
+    res.valid_from = std::max(res.valid_from, d.not_before);
+    res.valid_until = std::min(res.valid_until, d.not_after);
+    return true;
+}
+
+VerifyResult& fail(VerifyResult& res, VerifyError reason, std::string error) {
+    res.trusted = false;
+    res.reason = reason;
+    res.error = std::move(error);
+    return res;
 }
 
 std::string status_text(unsigned status) {
@@ -59,6 +97,20 @@ std::string status_text(unsigned status) {
 }
 
 } // namespace
+
+const char* to_string(VerifyError e) {
+    switch (e) {
+    case VerifyError::None: return "none";
+    case VerifyError::Untrusted: return "untrusted";
+    case VerifyError::Expired: return "expired";
+    case VerifyError::NotYetValid: return "not-yet-valid";
+    case VerifyError::BadSignature: return "bad-signature";
+    case VerifyError::ChainTooLong: return "chain-too-long";
+    case VerifyError::Malformed: return "malformed";
+    case VerifyError::Internal: return "internal";
+    }
+    return "unknown";
+}
 
 TrustStore::TrustStore() {
     // Construction failure here is only possible on memory exhaustion.
@@ -103,36 +155,28 @@ Result<void> TrustStore::add_system() {
 
 VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string>& chain_der, std::int64_t now) {
     VerifyResult res;
-    if (chain_der.empty()) {
-        res.error = "no certificate";
-        return res;
-    }
+    if (chain_der.empty()) return fail(res, VerifyError::Malformed, "no certificate");
 
     if (auto id = identity_from_der(chain_der.front())) res.identity = std::move(*id);
 
-    if (chain_der.size() > kMaxChain) {
-        res.error = "chain too long (" + std::to_string(chain_der.size()) + " certificates, at most " +
-                    std::to_string(kMaxChain) + ")";
-        return res;
-    }
+    if (chain_der.size() > kMaxChain)
+        return fail(res, VerifyError::ChainTooLong,
+                    "chain too long (" + std::to_string(chain_der.size()) + " certificates, at most " +
+                        std::to_string(kMaxChain) + ")");
 
     CrtList list;
     for (std::size_t i = 0; i < chain_der.size(); ++i) {
         gnutls_x509_crt_t crt = nullptr;
-        if (gnutls_x509_crt_init(&crt) < 0) {
-            res.error = "out of memory";
-            return res;
-        }
+        if (gnutls_x509_crt_init(&crt) < 0) return fail(res, VerifyError::Internal, "out of memory");
         list.crts.push_back(crt);
         const auto& der = chain_der[i];
         gnutls_datum_t d{reinterpret_cast<unsigned char*>(const_cast<char*>(der.data())),
                          static_cast<unsigned>(der.size())};
         int r = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER);
-        if (r < 0) {
-            res.error = (i == 0 ? std::string("certificate") : "chain certificate #" + std::to_string(i)) +
-                        " cannot be parsed: " + gnutls_strerror(r);
-            return res;
-        }
+        if (r < 0)
+            return fail(res, VerifyError::Malformed,
+                        (i == 0 ? std::string("certificate") : "chain certificate #" + std::to_string(i)) +
+                            " cannot be parsed: " + gnutls_strerror(r));
     }
 
     // The path we check dates on: leaf, then each issuer found in the chain
@@ -159,31 +203,46 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
     // authoritative and tests are deterministic.
     const unsigned flags = GNUTLS_VERIFY_DISABLE_TIME_CHECKS | GNUTLS_VERIFY_DISABLE_TRUSTED_TIME_CHECKS;
     unsigned status = 0;
-    gnutls_x509_crt_t anchor = nullptr;
+    bool have_anchor = false;
+    Dates anchor_dates;
+    std::string anchor_dn; // only when its dates fail at `now`
     {
         std::shared_lock lock(trust.mutex());
         gnutls_x509_trust_list_t tl = trust.list();
-        if (!tl) {
-            res.error = "trust list not initialised";
-            return res;
-        }
+        if (!tl) return fail(res, VerifyError::Internal, "trust list not initialised");
         int r = gnutls_x509_trust_list_verify_crt2(tl, list.crts.data(), static_cast<unsigned>(list.crts.size()),
                                                    nullptr, 0, flags, &status, nullptr);
-        if (r < 0) {
-            res.error = std::string("verification failed: ") + gnutls_strerror(r);
-            return res;
-        }
+        if (r < 0) return fail(res, VerifyError::Internal, std::string("verification failed: ") + gnutls_strerror(r));
         if (status == 0) {
-            if (gnutls_x509_trust_list_get_issuer(tl, path.back(), &anchor, GNUTLS_TL_GET_COPY) < 0)
+            // The list's own copy (GNUTLS_TL_GET_COPY re-parses the certificate,
+            // a third of a verification's overhead): valid while the lock is
+            // held, and only read. A copy where the list cannot lend one (PKCS#11).
+            gnutls_x509_crt_t anchor = nullptr;
+            bool copied = false;
+            if (gnutls_x509_trust_list_get_issuer(tl, path.back(), &anchor, 0) < 0 || !anchor) {
                 anchor = nullptr;
+                if (gnutls_x509_trust_list_get_issuer(tl, path.back(), &anchor, GNUTLS_TL_GET_COPY) >= 0 && anchor)
+                    copied = true;
+                else
+                    anchor = nullptr;
+            }
+            if (anchor) {
+                have_anchor = true;
+                anchor_dates = dates_of(anchor);
+                if (!dates_ok(anchor_dates, now)) anchor_dn = dn_of(anchor, false);
+                if (copied) gnutls_x509_crt_deinit(anchor);
+            }
         }
     }
 
     if (status != 0) {
+        res.reason = VerifyError::Untrusted;
         if (status & GNUTLS_CERT_SIGNER_NOT_FOUND)
             res.error = "certificate signer not trusted (issuer " + dn_of(path.back(), true) + ")";
-        else if (status & GNUTLS_CERT_SIGNATURE_FAILURE)
+        else if (status & GNUTLS_CERT_SIGNATURE_FAILURE) {
             res.error = "signature invalid";
+            res.reason = VerifyError::BadSignature;
+        }
         else if (status & GNUTLS_CERT_SIGNER_NOT_CA)
             res.error = "certificate signer is not a CA";
         else if (status & GNUTLS_CERT_INSECURE_ALGORITHM)
@@ -199,24 +258,21 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
         return res;
     }
 
+    res.valid_from = std::numeric_limits<std::int64_t>::min();
+    res.valid_until = std::numeric_limits<std::int64_t>::max();
     for (std::size_t i = 0; i < path.size(); ++i) {
-        std::string what = i == 0 ? std::string("certificate") : "CA certificate " + dn_of(path[i], false);
-        if (auto err = check_dates(path[i], now, what); !err.empty()) {
-            res.error = std::move(err);
-            if (anchor) gnutls_x509_crt_deinit(anchor);
-            return res;
-        }
+        auto what = [&] { return i == 0 ? std::string("certificate") : "CA certificate " + dn_of(path[i], false); };
+        if (!check_dates(dates_of(path[i]), now, what, res)) break;
     }
-    if (anchor) {
-        auto err = check_dates(anchor, now, "trust anchor " + dn_of(anchor, false));
-        gnutls_x509_crt_deinit(anchor);
-        if (!err.empty()) {
-            res.error = std::move(err);
-            return res;
-        }
+    if (res.error.empty() && have_anchor)
+        check_dates(anchor_dates, now, [&] { return "trust anchor " + anchor_dn; }, res);
+    if (!res.error.empty()) {
+        res.valid_from = res.valid_until = 0;
+        return res;
     }
 
     res.trusted = true;
+    res.reason = VerifyError::None;
     return res;
 }
 

@@ -42,11 +42,32 @@ private:
     mutable std::shared_mutex mu_;
 };
 
+// Why a chain was rejected, for callers that map it onto protocol errors
+// (mux <failed/> reasons). `error` stays the human-readable text.
+enum class VerifyError {
+    None,         // trusted
+    Untrusted,    // no path to a trust anchor, signer not a CA, CA constraints, insecure
+                  // algorithm, revoked, unknown critical extension
+    Expired,      // a certificate of the path (leaf, intermediate or anchor) expired at `now`
+    NotYetValid,  // a certificate of the path is not valid yet at `now`
+    BadSignature, // a signature in the chain does not verify (tampered certificate)
+    ChainTooLong, // more than 8 certificates (rejected before parsing)
+    Malformed,    // no certificate, a certificate that does not parse, unreadable dates
+    Internal,     // local failure (out of memory, trust list not initialised, GnuTLS error)
+};
+const char* to_string(VerifyError e); // "untrusted", "expired", ... ("none" for None)
+
 struct VerifyResult {
     bool trusted = false;     // chain valid to a trust anchor, dates OK at `now`
     std::string error;        // human-readable reason when !trusted ("certificate expired on
                               // 2024-01-01T00:00:00Z", "certificate signer not trusted (issuer CN=X)", ...)
     Identity identity;        // of the leaf (filled whenever the leaf parses)
+    VerifyError reason = VerifyError::Untrusted; // None exactly when trusted; set with `error`
+    // When trusted: the window (unix seconds, inclusive) in which every
+    // certificate of the verified path, trust anchor included, is valid; the
+    // same chain verifies again at any `now` inside it as long as the trust
+    // store is unchanged. 0 / 0 when not trusted.
+    std::int64_t valid_from = 0, valid_until = 0;
 };
 
 // Verifies a peer chain (DER, leaf first) against `trust` at unix time `now`.

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace s2smux::xmpp {
 
 namespace {
@@ -144,6 +146,8 @@ void Session::send_features() {
         w.open("bidi").xmlns(ns::kBidiFeature).close();
         bidi_offered_ = true;
     }
+    mux_offered_ = mux_possible() && !mux_enabled_;
+    if (mux_offered_) w.open("mux").xmlns(ns::kMux).close();
     w.close();
     append(f);
 }
@@ -231,8 +235,16 @@ void Session::on_transport_closed(std::string_view why) {
     finish_close(std::move(info));
 }
 
+TimeMs Session::next_deadline() const {
+    TimeMs d = deadline_;
+    if (mux_ && state_ != State::Closed) d = std::min(d, mux_->mux_deadline());
+    return d;
+}
+
 void Session::on_timer(TimeMs now) {
     now_ = now;
+    if (state_ == State::Closed) return;
+    if (mux_ && now >= mux_->mux_deadline()) mux_->mux_timer(now);
     if (state_ == State::Closed || now < deadline_) return;
     deadline_ = kNever;
     auto secs = cfg_.auth_timeout_ms / 1000;
@@ -353,6 +365,8 @@ bool Session::on_element(const xml::Node& el) {
         } else {
             fail(StreamError::PolicyViolation, fmt::format("unexpected SASL element <{}/>", el.name));
         }
+    } else if (el.ns == ns::kMux) {
+        recv_mux(el);
     } else if ((el.ns == ns::kBidi || el.ns == ns::kBidiFeature) && el.name == "bidi" &&
                cfg_.role == Role::Receiver) {
         if (!bidi_offered_) {
@@ -546,6 +560,15 @@ void Session::recv_features(const xml::Node& el) {
     peer_dialback_errors_ = dialback && dialback->child(ns::kDialbackFeature, "errors");
 
     if (sasl_done_) {
+        // Enable multiplexing before reporting the stream ready, so the host
+        // sees a mux stream from the first moment it can route on it.
+        if (el.child(ns::kMux, "mux") && cfg_.want_mux && mux_possible()) {
+            append("<enable xmlns='urn:s2smux:mux:0'/>");
+            mux_enabled_ = true;
+            log::info(log_ctx_, "multiplexing enabled (peer offered it)");
+            host_.session_mux_enabled();
+            if (state_ == State::Closed) return;
+        }
         become_ready(AuthMethod::SaslExternal);
         return;
     }
@@ -690,7 +713,16 @@ void Session::recv_stanza(const xml::Node& el) {
     r.from_domain = lower(from.domain, scratch_from_);
     // A malformed 'to' is the host's to answer with <jid-malformed/>.
     r.to_domain = parse_jid(r.head.to, to) ? lower(to.domain, scratch_to_) : std::string_view();
-    if (r.to_domain.empty() || !can_receive(r.from_domain, r.to_domain)) {
+    if (mux_enabled_ && mux_) {
+        // On a multiplexed stream the accepted certificate sets decide; a
+        // stanza that breaks the rule is refused, never delivered, and the
+        // stream stays up (unless the handler is strict).
+        const char* reason = nullptr;
+        if (!mux_->mux_check_receive(r.from_domain, r.to_domain, &reason)) {
+            mux_->mux_refuse(el, r, reason);
+            return;
+        }
+    } else if (r.to_domain.empty() || !can_receive(r.from_domain, r.to_domain)) {
         // in_ is ordered by origin domain: the first pair at or after
         // (from, "") tells whether `from` authenticated at all.
         auto it = in_.lower_bound(std::pair<std::string_view, std::string_view>(r.from_domain, ""));
@@ -707,6 +739,35 @@ void Session::recv_stanza(const xml::Node& el) {
     }
     ++stanzas_in_;
     host_.session_stanza(el, r);
+}
+
+bool Session::mux_possible() const {
+    // Multiplexing needs a mutually X.509-authenticated TLS 1.3 stream with
+    // bidi: the exporter binds add proofs to this session, and either side
+    // may add domains at any time.
+    bool want = cfg_.role == Role::Receiver ? cfg_.offer_mux : cfg_.want_mux;
+    return want && tls_.active && tls_.tls13 && !tls_.exporter.empty() && bidi_ && sasl_done_ &&
+           tls_.peer.valid_for(remote_domain_);
+}
+
+void Session::recv_mux(const xml::Node& el) {
+    if (cfg_.role == Role::Receiver && el.name == "enable") {
+        if (!mux_offered_ || mux_enabled_) {
+            fail(StreamError::PolicyViolation, "multiplexing was not offered on this stream");
+            return;
+        }
+        append("<enabled xmlns='urn:s2smux:mux:0'/>");
+        mux_enabled_ = true;
+        log::info(log_ctx_, "multiplexing enabled by the peer");
+        host_.session_mux_enabled();
+        return;
+    }
+    if (cfg_.role == Role::Initiator && el.name == "enabled" && mux_enabled_) return;
+    if (!mux_enabled_ || !mux_) {
+        fail(StreamError::PolicyViolation, fmt::format("<{}/> before multiplexing was enabled", el.name));
+        return;
+    }
+    mux_->mux_element(el, now_);
 }
 
 void Session::recv_stream_error(const xml::Node& el) {
@@ -740,8 +801,9 @@ void Session::add_pair_out(std::string_view from, std::string_view to, AuthMetho
 }
 
 bool Session::can_send(std::string_view from_domain, std::string_view to_domain) const {
-    return state_ != State::Closed &&
-           out_pairs_.count(std::pair<std::string_view, std::string_view>(from_domain, to_domain)) != 0;
+    if (state_ == State::Closed) return false;
+    if (mux_enabled_ && mux_) return mux_->mux_send_allowed(from_domain, to_domain);
+    return out_pairs_.count(std::pair<std::string_view, std::string_view>(from_domain, to_domain)) != 0;
 }
 
 bool Session::can_receive(std::string_view from_domain, std::string_view to_domain) const {

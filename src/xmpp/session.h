@@ -68,9 +68,12 @@ struct PeerCert {
 
 struct TlsState {
     bool active = false;
+    bool tls13 = false;
     std::string version; // "TLS1.3"
     std::string cipher;
     PeerCert peer;
+    tls::Identity local;  // the certificate we presented (empty if none)
+    std::string exporter; // RFC 9266 tls-exporter (32 bytes), TLS 1.3 only
 };
 
 struct SessionConfig {
@@ -94,6 +97,11 @@ struct SessionConfig {
     std::string from, to;
     // Initiator: only carries <db:verify/> requests; never authenticates.
     bool verify_only = false;
+
+    // Multiplexing (urn:s2smux:mux:0): offered by a receiver / enabled by an
+    // initiator after TLS 1.3 + SASL EXTERNAL + bidi.
+    bool offer_mux = false;
+    bool want_mux = false;
 
     xml::Limits limits;
     TimeMs auth_timeout_ms = 30000; // time to reach an authenticated state
@@ -128,6 +136,20 @@ struct StanzaRoute {
     std::string_view to_domain;
 };
 
+// The multiplexing extension, once enabled on the stream (mux::MuxSession).
+class MuxHandler {
+public:
+    virtual ~MuxHandler() = default;
+    virtual void mux_element(const xml::Node& el, TimeMs now) = 0;
+    virtual bool mux_send_allowed(std::string_view from, std::string_view to) const = 0;
+    // False when the stanza breaks the multiplexing rule; *reason names why.
+    virtual bool mux_check_receive(std::string_view from, std::string_view to, const char** reason) const = 0;
+    // Answer a refused stanza (never delivered) without closing the stream.
+    virtual void mux_refuse(const xml::Node& el, const StanzaRoute& r, const char* reason) = 0;
+    virtual void mux_timer(TimeMs now) = 0;
+    virtual TimeMs mux_deadline() const = 0;
+};
+
 class SessionHost {
 public:
     virtual ~SessionHost() = default;
@@ -158,6 +180,8 @@ public:
     virtual void session_stanza(const xml::Node& el, const StanzaRoute& r) = 0;
     // The stream is over. Flush out() and close the transport.
     virtual void session_closed(const CloseInfo& info) = 0;
+    // Multiplexing was enabled: attach a handler with set_mux().
+    virtual void session_mux_enabled() {}
 };
 
 class Session final : private xml::ParserHandler {
@@ -179,7 +203,7 @@ public:
     // The transport failed or reached EOF.
     void on_transport_closed(std::string_view why);
     void on_timer(TimeMs now);
-    TimeMs next_deadline() const { return deadline_; }
+    TimeMs next_deadline() const;
 
     // Receiver: the authoritative server's answer for a Pending request.
     // `error` (non-empty) sends a dialback error instead of valid/invalid.
@@ -194,6 +218,15 @@ public:
     bool can_receive(std::string_view from_domain, std::string_view to_domain) const;
     void send_stanza(const xml::Node& el);
     void send_raw(std::string_view serialized_stanza);
+
+    // Multiplexing.
+    bool mux_enabled() const { return mux_enabled_; }
+    void set_mux(MuxHandler* h) { mux_ = h; }
+    MuxHandler* mux() const { return mux_; }
+    // The receiving entity's id of the current stream (ours as receiver).
+    const std::string& receiver_stream_id() const {
+        return cfg_.role == Role::Receiver ? stream_id_ : peer_stream_id_;
+    }
 
     // Close with a stream error (and the closing tag).
     void close(StreamError cond, std::string_view text);
@@ -268,6 +301,8 @@ private:
     void recv_db_verify(const xml::Node& el);
     void recv_stanza(const xml::Node& el);
     void recv_stream_error(const xml::Node& el);
+    void recv_mux(const xml::Node& el);
+    bool mux_possible() const;
     void add_pair_in(std::string_view from, std::string_view to, AuthMethod m);
     void add_pair_out(std::string_view from, std::string_view to, AuthMethod m);
     void fail(StreamError cond, std::string_view text, StanzaError bounce = StanzaError::RemoteServerTimeout);
@@ -296,6 +331,9 @@ private:
     bool bidi_ = false;
     bool peer_dialback_errors_ = false;
     bool peer_declares_db_ = false;   // initiator: header declared xmlns:db
+    bool mux_offered_ = false;        // receiver: <mux/> in the last features
+    bool mux_enabled_ = false;
+    MuxHandler* mux_ = nullptr;
     bool dialback_offered_ = false;   // initiator: last features offered dialback
     bool sent_close_ = false;
     std::string external_tried_for_; // initiator: EXTERNAL failed for this domain

@@ -61,10 +61,20 @@ struct Crt {
 
 struct Key {
     gnutls_x509_privkey_t h = nullptr;
-    Key() {
+    explicit Key(KeyType type = KeyType::EcdsaP256) {
         check(gnutls_x509_privkey_init(&h), "gnutls_x509_privkey_init");
-        check(gnutls_x509_privkey_generate(h, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
-              "gnutls_x509_privkey_generate");
+        gnutls_pk_algorithm_t pk = GNUTLS_PK_ECDSA;
+        unsigned bits = 0;
+        switch (type) {
+        case KeyType::EcdsaP256: bits = GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1); break;
+        case KeyType::EcdsaP384: bits = GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP384R1); break;
+        case KeyType::EcdsaP521: bits = GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP521R1); break;
+        case KeyType::Rsa2048: pk = GNUTLS_PK_RSA, bits = 2048; break;
+        case KeyType::RsaPss2048: pk = GNUTLS_PK_RSA_PSS, bits = 2048; break;
+        case KeyType::Ed25519: pk = GNUTLS_PK_EDDSA_ED25519, bits = GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519); break;
+        case KeyType::Ed448: pk = GNUTLS_PK_EDDSA_ED448, bits = GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED448); break;
+        }
+        check(gnutls_x509_privkey_generate(h, pk, bits, 0), "gnutls_x509_privkey_generate");
     }
     ~Key() {
         if (h) gnutls_x509_privkey_deinit(h);
@@ -177,7 +187,7 @@ TestCa TestCa::intermediate(const std::string& name, std::int64_t not_before, st
 
 IssuedCert TestCa::issue(const CertSpec& spec) const {
     Crt crt;
-    Key key;
+    Key key(spec.key);
     gnutls_x509_crt_t c = crt.h;
     init_cert(c, key.h, or_default(spec.not_before, now() - 3600), or_default(spec.not_after, now() + 365 * kDay));
     set_cn(c, spec.cn);

@@ -23,6 +23,9 @@ namespace s2smux::test {
 
 constexpr std::int64_t kDay = 86400;
 
+// Key of a leaf certificate (CAs always use ECDSA P-256).
+enum class KeyType { EcdsaP256, EcdsaP384, EcdsaP521, Rsa2048, RsaPss2048, Ed25519, Ed448 };
+
 // Current unix time in seconds.
 std::int64_t now();
 
@@ -33,6 +36,7 @@ struct CertSpec {
     std::string cn;                // subject CN; empty = no CN (subject is O=s2smux test)
     std::int64_t not_before = 0;   // unix seconds; 0 = now() - 1 hour
     std::int64_t not_after = 0;    // unix seconds; 0 = now() + 365 days
+    KeyType key = KeyType::EcdsaP256;
 };
 
 // What a real XMPP server certificate carries: dNSName `domain` and SRVName

@@ -88,6 +88,7 @@ private:
     void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
+    void stream_mux_enabled(net::Stream&) override {}
 
     xmpp::SessionConfig generator_config() const;
     xmpp::SessionConfig sink_config() const;

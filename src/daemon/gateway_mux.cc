@@ -1,0 +1,189 @@
+// Multiplexing in the gateway: enabling it on a stream, the crypto it needs
+// (on the thread pool), and the router's view of mux streams.
+#include "daemon/gateway.h"
+#include "daemon/mux_peer.h"
+
+#include "common/log.h"
+#include "net/work.h"
+#include "xmpp/jid.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+namespace s2smux {
+
+using net::Stream;
+using xmpp::DomainPair;
+using xmpp::StanzaError;
+
+// ------------------------------------------------------------ MuxPeer
+
+void Gateway::MuxPeer::mux_sign(std::shared_ptr<const tls::LocalCert> cert, std::string message,
+                                std::function<void(Result<mux::Signature>)> done) {
+    struct Out {
+        std::optional<Result<mux::Signature>> r;
+    };
+    auto out = std::make_shared<Out>();
+    net::run_in_pool(
+        gw.loop_, [cert = std::move(cert), message = std::move(message), out] { out->r = mux::sign_proof(*cert, message); },
+        [out, done = std::move(done)] { done(std::move(*out->r)); });
+}
+
+void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux::AddCheckResult)> done) {
+    auto res = std::make_shared<mux::AddCheckResult>();
+    const tls::TrustStore* trust = &gw.trust_;
+    net::run_in_pool(
+        gw.loop_, [trust, in = std::move(in), res] { *res = mux::check_add(*trust, in); },
+        [res, done = std::move(done)] { done(std::move(*res)); });
+}
+
+bool Gateway::MuxPeer::mux_is_local(std::string_view domain) { return gw.is_local(domain); }
+
+void Gateway::MuxPeer::mux_names_changed() { gw.reevaluate_waiters(id); }
+
+void Gateway::MuxPeer::mux_add_answered(std::string_view domain, bool ok, mux::AddFailure why, std::string_view text) {
+    if (!ok)
+        log::warn(stream->session().log_context(), "mux: {} not multiplexed: {}: {}", domain, mux::to_string(why), text);
+}
+
+void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal why, std::string_view text) {
+    ++gw.stats_.mux_refused_out;
+    if (!gw.is_local(xmpp::jid_domain(head.from))) {
+        ++gw.stats_.stanzas_dropped;
+        log::warn(stream->session().log_context(), "mux: refusal for a stanza not from us ({}) ignored", head.from);
+        return;
+    }
+    gw.bounce(head, StanzaError::PolicyViolation,
+              fmt::format("refused by the remote gateway ({}){}{}", mux::to_string(why), text.empty() ? "" : ": ", text));
+}
+
+void Gateway::MuxPeer::mux_refusing(const xmpp::StanzaHead& head, mux::Refusal why) {
+    ++gw.stats_.mux_refused_in;
+    log::warn(stream->session().log_context(), "mux: refused <{}/> from {} to {}: {} (not delivered)", head.name,
+              head.from, head.to, mux::to_string(why));
+}
+
+// ------------------------------------------------------------ Gateway
+
+void Gateway::stream_mux_enabled(Stream& s) {
+    auto& sess = s.session();
+    const auto& tls = sess.tls();
+    mux::MuxSession::Binding b;
+    b.exporter = tls.exporter;
+    b.stream_id = sess.receiver_stream_id();
+    b.role = sess.role();
+    b.our_tls = tls.local;
+    b.peer_tls = tls.peer.identity;
+    auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+    TimeMs now = static_cast<TimeMs>(uv_now(loop_));
+    b.unix_offset_ms = wall_ms - now;
+    mux::Limits lim;
+    lim.max_domains = cfg_.mux_max_domains;
+    lim.max_pending = cfg_.mux_max_pending;
+    lim.add_rate = cfg_.mux_add_rate;
+    lim.add_burst = cfg_.mux_add_burst;
+    lim.strict = cfg_.mux_strict;
+
+    auto peer = std::make_unique<MuxPeer>(*this, s);
+    peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, std::move(b), lim, now);
+    sess.set_mux(peer->mux.get());
+    ++stats_.mux_streams;
+
+    // Add every local certificate that the handshake did not already cover;
+    // announce the names first so the peer can hold its stanzas for them.
+    std::vector<std::shared_ptr<tls::LocalCert>> to_add;
+    std::vector<std::string> announce;
+    for (const auto& cert : certs_.all()) {
+        std::string first;
+        for (const auto& n : cert->identity.names()) {
+            if (!is_local(n) || peer->mux->ours_has(n)) continue;
+            if (first.empty()) first = n;
+            announce.push_back(n);
+        }
+        if (!first.empty()) to_add.push_back(cert);
+    }
+    peer->mux->announce(announce);
+    for (const auto& cert : to_add) {
+        for (const auto& n : cert->identity.names()) {
+            if (is_local(n) && !peer->mux->ours_has(n)) {
+                peer->mux->add(cert, n);
+                break;
+            }
+        }
+    }
+    log::info(sess.log_context(), "mux: stream enabled; adding {} certificate(s) for {} name(s)", to_add.size(),
+              announce.size());
+    muxes_[s.id()] = std::move(peer);
+}
+
+Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to) {
+    for (auto& [id, p] : muxes_) {
+        if (p->closed) continue;
+        auto& m = *p->mux;
+        bool to_ok = m.peer_has(to);
+        if (!to_ok && !m.peer_expected(to)) continue;
+        if (m.ours_has(from)) {
+            if (to_ok) return {MuxVerdict::Send, p->stream, id, {}};
+            return {MuxVerdict::Wait, nullptr, id, {}};
+        }
+        if (m.ours_pending(from)) return {MuxVerdict::Wait, nullptr, id, {}};
+        if (const std::string* why = m.ours_failure(from))
+            return {MuxVerdict::Refuse, nullptr, id, fmt::format("{}'s gateway did not accept {}: {}", to, from, *why)};
+        // Never added on this stream (e.g. a domain without certificate at
+        // enable time, or a failure the operator fixed since): add it now.
+        if (auto cert = certs_.find(from); cert && is_local(from)) {
+            m.add(cert, std::string(from));
+            return {MuxVerdict::Wait, nullptr, id, {}};
+        }
+        return {MuxVerdict::Refuse, nullptr, id, fmt::format("no certificate for {} to multiplex it", from)};
+    }
+    return {};
+}
+
+void Gateway::wait_on(Route& r, std::uint64_t stream_id) {
+    r.waiting_on = stream_id;
+    waiters_[stream_id].emplace_back(r.from, r.to);
+}
+
+void Gateway::reevaluate_waiters(std::uint64_t stream_id) {
+    auto it = waiters_.find(stream_id);
+    if (it == waiters_.end()) return;
+    std::vector<DomainPair> keys = std::move(it->second);
+    waiters_.erase(it);
+    for (const auto& k : keys) {
+        auto rt = routes_.find(k);
+        if (rt == routes_.end() || rt->second.waiting_on != stream_id) continue;
+        rt->second.waiting_on = 0;
+        reevaluate(rt->second);
+    }
+}
+
+void Gateway::reevaluate(Route& r) {
+    if (r.queue.empty() || stopping_) return;
+    MuxVerdict v = classify(r.from, r.to);
+    switch (v.kind) {
+    case MuxVerdict::Send:
+        r.ready = v.stream;
+        flush_queue(r);
+        return;
+    case MuxVerdict::Wait:
+        // Still expected on that mux stream, unless the peer said it is done
+        // announcing and has not even started adding the name.
+        wait_on(r, v.peer);
+        return;
+    case MuxVerdict::Refuse:
+        fail_queue(r, StanzaError::RemoteServerTimeout, v.reason);
+        return;
+    case MuxVerdict::None:
+        break;
+    }
+    // A pending stream we were waiting for ended without carrying it (not
+    // multiplexed, or the peer does not serve that domain): standard S2S.
+    if (auto p = r.pending; p && !p->finished()) return;
+    if (!r.resolving) establish(r);
+}
+
+} // namespace s2smux
