@@ -1,9 +1,10 @@
 // What the admin socket can ask of the daemon (implemented by the Gateway).
 //
-// Each call answers through `done` exactly once, possibly later (certificate
-// loading runs on the thread pool; an add waits for the peers' answers), so
-// the admin layer never blocks the event loop. Replies are data lines plus
-// OK or an error message (the line protocol is in admin/protocol.h).
+// Each call answers through `done` exactly once, on the loop thread, possibly
+// later (certificate loading runs on the thread pool; an add waits for the
+// peers' answers), so the admin layer never blocks the event loop. Replies
+// are data lines plus OK or an error message (the line protocol is in
+// admin/protocol.h).
 #pragma once
 
 #include <functional>
@@ -13,7 +14,8 @@
 namespace s2smux::admin {
 
 struct Reply {
-    std::vector<std::string> lines; // data lines (never empty strings; "OK"/"ERR ..." are escaped)
+    std::vector<std::string> lines; // data lines, any text: format_reply() escapes empty, "OK", "ERR..." lines
+                                    // (listings: admin::Table in admin/protocol.h)
     std::string error;              // empty: success
     static Reply ok(std::vector<std::string> lines = {}) { return Reply{std::move(lines), {}}; }
     static Reply fail(std::string msg) { return Reply{{}, std::move(msg)}; }

@@ -469,7 +469,7 @@ void read_certs(const Reader& r, const toml::table& root, Config& c) {
 
 void read_routes(const Reader& r, const toml::table& root, Config& c) {
     for (const Section& sec : r.array_of_tables(root, "route")) {
-        r.check_keys(sec, {"domain", "address", "direct_tls", "policy"});
+        r.check_keys(sec, {"domain", "address", "direct_tls", "policy", "preconnect"});
         RouteConfig rc;
         std::string d = r.require_string(sec, "domain");
         std::string_view rest = d;
@@ -491,6 +491,9 @@ void read_routes(const Reader& r, const toml::table& root, Config& c) {
         if (!ep) r.fail(sec, "address", ep.error());
         rc.address = *ep;
         if (auto b = r.get_bool(sec, "direct_tls")) rc.direct_tls = *b;
+        if (auto b = r.get_bool(sec, "preconnect")) rc.preconnect = *b;
+        if (rc.preconnect && wildcard)
+            r.fail(sec, "preconnect", "needs an exact domain, not a wildcard (which domain would it connect to?)");
         rc.policy = r.get_policy(sec, "policy");
         c.routes.push_back(std::move(rc));
     }

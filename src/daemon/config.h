@@ -46,6 +46,7 @@ struct RouteConfig {
     std::string domain;              // exact "b.test" or wildcard "*.b.test"
     Endpoint address;
     bool direct_tls = false;         // XEP-0368: TLS from the first byte
+    bool preconnect = false;         // open a stream at start-up (and keep one), e.g. to a partner gateway
     std::optional<xmpp::TlsPolicy> policy; // overrides [tls] policy for this remote
 };
 

@@ -80,6 +80,12 @@ Result<void> Gateway::start() {
     if (auto r = add_listener(cfg_.outer_tls, "outer_tls", StreamKind::OuterIn, true); !r) return r;
     if (auto r = add_listener(cfg_.inner, "inner", StreamKind::InnerIn, false); !r) return r;
 
+    if (!cfg_.admin_socket.empty()) {
+        admin_ = std::make_unique<admin::Server>(loop_, *this);
+        if (auto r = admin_->listen(cfg_.admin_socket); !r) return make_error(fmt::format("[gateway] admin_socket: {}", r.error()));
+        log::info(kCtx, "admin socket {}", cfg_.admin_socket);
+    }
+
     uv_prepare_init(loop_, &prepare_);
     prepare_.data = this;
     uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Gateway*>(h->data)->flush_dirty(); });
@@ -90,7 +96,25 @@ Result<void> Gateway::start() {
     tick_.data = this;
     uv_timer_start(&tick_, [](uv_timer_t* h) { static_cast<Gateway*>(h->data)->tick(); }, kTickMs, kTickMs);
     log::info(kCtx, "serving {} local domain(s); TLS policy {}", cfg_.domains.size(), xmpp::to_string(cfg_.policy));
+    preconnect();
     return {};
+}
+
+void Gateway::preconnect() {
+    // Streams to partner clouds opened at start-up (and reopened by tick()
+    // when they close), so the first stanza does not wait for a handshake
+    // and the multiplexed stream carries every domain from the start.
+    if (stopping_ || cfg_.domains.empty()) return;
+    for (const auto& rc : cfg_.routes) {
+        if (!rc.preconnect) continue;
+        Route& r = route_for(cfg_.domains.front(), rc.domain);
+        if (r.ready || r.pending || r.resolving || r.waiting_on) continue;
+        if (static_cast<TimeMs>(uv_now(loop_)) < r.retry_at) continue;
+        bool carried = false;
+        for (const auto& [id, p] : muxes_)
+            if (!p->closed && p->mux->peer_has(rc.domain)) carried = true;
+        if (!carried) establish(r);
+    }
 }
 
 void Gateway::stop() {
@@ -98,6 +122,7 @@ void Gateway::stop() {
     stopping_ = true;
     log::info(kCtx, "shutting down: closing {} stream(s)", streams_.size());
     for (auto& l : listeners_) l->close();
+    if (admin_) admin_->close();
     // Bounce what is still queued, then close every stream.
     for (auto& [key, r] : routes_) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
     std::vector<Stream*> all;
@@ -280,6 +305,11 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     if (auto m = muxes_.find(s.id()); m != muxes_.end()) {
         // Freed later: we may be inside a call of this very MuxSession.
         m->second->closed = true;
+        const auto& ms = m->second->mux->stats();
+        stats_.mux_adds_ok += ms.adds_ok;
+        stats_.mux_adds_failed += ms.adds_failed;
+        stats_.mux_peer_adds_ok += ms.peer_adds_ok;
+        stats_.mux_peer_adds_failed += ms.peer_adds_failed;
         s.session().set_mux(nullptr);
         mux_graveyard_.push_back(std::move(m->second));
         muxes_.erase(m);
@@ -293,6 +323,8 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
         if (r.pending == &s) {
             r.pending = nullptr;
             ++r.failures;
+            // 1, 2, 4 ... 60 s before a preconnected route tries again.
+            r.retry_at = static_cast<TimeMs>(uv_now(loop_)) + std::min<TimeMs>(60000, 1000LL << std::min(r.failures - 1, 6));
             fail_queue(r, info.bounce, info.reason);
         } else if (!r.ready && !r.pending && !r.resolving && !r.waiting_on && !r.queue.empty() && !stopping_) {
             reevaluate(r); // the carrying stream went away with stanzas waiting
@@ -326,7 +358,7 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
     if (r.ready && r.queue.empty()) {
         auto& sess = r.ready->session();
         if (el) sess.send_stanza(*el);
-        else sess.send_raw(raw);
+        else sess.send_stanza_raw(raw);
         ++r.sent;
         ++stats_.stanzas_routed;
         if (sess.out().size() >= kEarlyFlushBytes) r.ready->write_pending();
@@ -372,7 +404,7 @@ void Gateway::flush_queue(Route& r) {
     if (!r.ready) return;
     auto& sess = r.ready->session();
     while (!r.queue.empty() && sess.can_send(r.from, r.to)) {
-        sess.send_raw(r.queue.front().xml);
+        sess.send_stanza_raw(r.queue.front().xml);
         r.queue.pop_front();
         ++r.sent;
         ++stats_.stanzas_routed;
@@ -529,6 +561,8 @@ void Gateway::flush_dirty() {
 
 void Gateway::tick() {
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
+    admin_tick(now);
+    preconnect();
     for (auto& [key, r] : routes_) {
         if (r.queue.empty() || now - r.queue.front().at < static_cast<TimeMs>(cfg_.queue_timeout_ms)) continue;
         // Bounce what waited too long; keep the rest queued.

@@ -14,6 +14,8 @@
 // logged and counted.
 #pragma once
 
+#include "admin/backend.h"
+#include "admin/server.h"
 #include "daemon/config.h"
 #include "mux/mux_session.h"
 #include "net/listener.h"
@@ -41,6 +43,8 @@ struct GatewayStats {
     std::uint64_t mux_streams = 0;      // streams on which multiplexing was enabled
     std::uint64_t mux_refused_in = 0;   // stanzas we refused on mux streams (never delivered)
     std::uint64_t mux_refused_out = 0;  // our stanzas a peer refused (bounced to the sender)
+    std::uint64_t mux_adds_ok = 0, mux_adds_failed = 0;           // ours, on streams now closed
+    std::uint64_t mux_peer_adds_ok = 0, mux_peer_adds_failed = 0; // the peers', on streams now closed
     std::uint64_t stanzas_routed = 0;   // delivered onto an authenticated stream
     std::uint64_t stanzas_queued = 0;   // had to wait for a stream
     std::uint64_t stanzas_bounced = 0;  // answered with an error to their sender
@@ -49,7 +53,7 @@ struct GatewayStats {
     std::uint64_t streams_connected = 0;
 };
 
-class Gateway final : public net::StreamOwner {
+class Gateway final : public net::StreamOwner, public admin::Backend {
 public:
     Gateway(uv_loop_t* loop, Config cfg);
     ~Gateway() override;
@@ -82,6 +86,7 @@ private:
         std::deque<Queued> queue;
         std::uint64_t sent = 0;
         int failures = 0;               // consecutive establishment failures
+        TimeMs retry_at = 0;            // preconnect: not before (exponential backoff)
         std::uint64_t waiting_on = 0;   // stream id whose multiplexing may carry it soon
     };
     // How a mux stream can serve a domain pair right now.
@@ -110,6 +115,27 @@ private:
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
     void stream_mux_enabled(net::Stream& s) override;
 
+    // admin::Backend (gateway_admin.cc)
+    void domains(admin::Done done) override;
+    void certs(admin::Done done) override;
+    void streams(admin::Done done) override;
+    void stats(admin::Done done) override;
+    void cert_add(std::string cert_path, std::string key_path, bool replace, admin::Done done) override;
+    void cert_remove(std::string domain, admin::Done done) override;
+
+    // A `cert add` waiting for the mux peers' answers.
+    struct AdminAdd {
+        admin::Done done;
+        std::string domain;
+        std::map<std::uint64_t, std::string> waiting; // stream id -> peer description
+        std::vector<std::string> lines;
+        TimeMs started = 0;
+    };
+    void admin_add_answered(std::uint64_t stream_id, std::string_view domain, bool ok, std::string_view why);
+    void admin_add_finish(AdminAdd& a);
+    void admin_tick(TimeMs now);
+    void install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, admin::Done done);
+
     xmpp::SessionConfig session_config(net::StreamKind kind, std::string_view from = {},
                                        std::string_view to = {}) const;
     xmpp::TlsPolicy policy_for(std::string_view remote) const;
@@ -134,6 +160,7 @@ private:
     void verify_failed(std::uint64_t verify_stream, const std::string& reason);
     void flush_dirty();
     void tick();
+    void preconnect();
 
     uv_loop_t* loop_;
     Config cfg_;
@@ -154,6 +181,8 @@ private:
     std::uint64_t next_id_ = 1;
     GatewayStats stats_;
     bool stopping_ = false;
+    std::unique_ptr<admin::Server> admin_;
+    std::vector<std::shared_ptr<AdminAdd>> admin_adds_;
 
     uv_prepare_t prepare_{};
     uv_check_t check_{};

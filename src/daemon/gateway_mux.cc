@@ -45,6 +45,7 @@ void Gateway::MuxPeer::mux_names_changed() { gw.reevaluate_waiters(id); }
 void Gateway::MuxPeer::mux_add_answered(std::string_view domain, bool ok, mux::AddFailure why, std::string_view text) {
     if (!ok)
         log::warn(stream->session().log_context(), "mux: {} not multiplexed: {}: {}", domain, mux::to_string(why), text);
+    gw.admin_add_answered(id, domain, ok, ok ? std::string_view() : mux::to_string(why));
 }
 
 void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal why, std::string_view text) {
@@ -124,6 +125,8 @@ Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to
         if (p->closed) continue;
         auto& m = *p->mux;
         bool to_ok = m.peer_has(to);
+        if (!to_ok && m.peer_withdrew(to))
+            return {MuxVerdict::Refuse, nullptr, id, fmt::format("{} was withdrawn by its gateway", to)};
         if (!to_ok && !m.peer_expected(to)) continue;
         if (m.ours_has(from)) {
             if (to_ok) return {MuxVerdict::Send, p->stream, id, {}};

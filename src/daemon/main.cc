@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <uv.h>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -50,6 +52,18 @@ int check_config(const Config& cfg) {
     std::printf("%s: configuration OK (%zu domain(s), %zu certificate(s), %zu route(s))\n", cfg.path.c_str(),
                 cfg.domains.size(), cfg.certs.size(), cfg.routes.size());
     return 0;
+}
+
+// Standard S2S costs sockets per domain pair on the inner and upstream
+// sides: use every descriptor the hard limit allows, as HAProxy does.
+void raise_fd_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+    rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log::info("", "file descriptor limit raised from {} to {}", static_cast<unsigned long long>(before),
+                  static_cast<unsigned long long>(rl.rlim_cur));
 }
 
 struct Signals {
@@ -106,6 +120,7 @@ int main(int argc, char** argv) {
         }
     }
     std::signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     uv_loop_t loop;
     uv_loop_init(&loop);

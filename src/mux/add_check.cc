@@ -135,8 +135,8 @@ ChainCache::Stats ChainCache::stats() const {
     return stats_;
 }
 
-bool ChainCache::lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& out,
-                        Probe& probe) {
+bool ChainCache::lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& identity,
+                        ProofKey& proof_key, Probe& probe) {
     probe.key = chain_key(chain_der);
     probe.generation = generation();
     std::lock_guard lock(mu_);
@@ -147,12 +147,13 @@ bool ChainCache::lookup(const std::vector<std::string>& chain_der, std::int64_t 
         return false;
     }
     lru_.splice(lru_.begin(), lru_, it->second);
-    out = it->second->identity;
+    identity = it->second->identity;
+    proof_key = it->second->proof_key;
     ++stats_.hits;
     return true;
 }
 
-void ChainCache::insert(Probe probe, const tls::VerifyResult& verified) {
+void ChainCache::insert(Probe probe, const tls::VerifyResult& verified, ProofKey proof_key) {
     if (!verified.trusted || probe.key.empty()) return;
     // probe.generation was read before verifying: if CAs were added
     // meanwhile, the entry is already stale and will only ever miss.
@@ -161,7 +162,8 @@ void ChainCache::insert(Probe probe, const tls::VerifyResult& verified) {
         lru_.erase(it->second);
         by_key_.erase(it);
     }
-    lru_.push_front(Entry{probe.key, verified.identity, verified.valid_from, verified.valid_until, probe.generation});
+    lru_.push_front(Entry{probe.key, verified.identity, std::move(proof_key), verified.valid_from,
+                          verified.valid_until, probe.generation});
     by_key_.emplace(std::move(probe.key), lru_.begin());
     while (lru_.size() > capacity_) {
         by_key_.erase(lru_.back().key);
@@ -202,12 +204,23 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
 
     // 2. The chain, at `now`.
     ChainCache::Probe probe;
-    if (!cache || !cache->lookup(in.chain_der, in.now, res.identity, probe)) {
+    ProofKey proof_key;
+    bool have_key = cache && cache->lookup(in.chain_der, in.now, res.identity, proof_key, probe);
+    if (!have_key) {
         auto v = tls::verify_chain(trust, in.chain_der, in.now);
-        if (v.trusted && cache) cache->insert(std::move(probe), v);
-        res.identity = std::move(v.identity);
-        if (!v.trusted)
+        if (!v.trusted) {
+            res.identity = std::move(v.identity);
             return fail(add_failure_for(v.reason), v.error.empty() ? "certificate not trusted" : v.error);
+        }
+        if (cache) {
+            // Parse the leaf's key once, for this proof and later ones.
+            if (auto k = proof_key_from_der(in.chain_der.front())) {
+                proof_key = std::move(*k);
+                have_key = true;
+                cache->insert(std::move(probe), v, proof_key);
+            }
+        }
+        res.identity = std::move(v.identity);
     }
 
     // 3. The domain must be a name of the leaf.
@@ -229,8 +242,9 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
         return fail(AddFailure::Malformed, "proof message cannot be built (0x00 in the stream id, add id or domain)");
     if (!message_covers(in.message, in.domain, in.chain_der.front()))
         return fail(AddFailure::BadProof, "proof message does not cover this domain and certificate");
-    if (auto p = verify_proof(in.chain_der.front(), in.alg, in.message, in.signature); !p)
-        return fail(AddFailure::BadProof, "proof: " + p.error());
+    auto p = have_key ? verify_proof(proof_key, in.alg, in.message, in.signature)
+                      : verify_proof(in.chain_der.front(), in.alg, in.message, in.signature);
+    if (!p) return fail(AddFailure::BadProof, "proof: " + p.error());
 
     res.failure = AddFailure::None;
     res.text.clear();

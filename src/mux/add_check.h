@@ -2,6 +2,7 @@
 // proof. Pure and thread-safe (runs on the libuv thread pool).
 #pragma once
 
+#include "mux/proof.h"
 #include "tls/identity.h"
 #include "tls/trust.h"
 
@@ -75,19 +76,19 @@ struct AddCheckResult {
 // `identity` is filled whenever the leaf parses, `names` only on success.
 AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in);
 
-// Chains that verified, so that check_add() does not verify the same chain
-// again (its CA signature costs as much as the proof): the same certificate
-// adding many domains (multi-name and wildcard certificates), every domain
-// again after a reconnect. Optional: check_add() without a cache verifies
-// every chain.
+// Chains that verified, so that check_add() neither verifies the same chain
+// again (its CA signature costs as much as the proof) nor parses its leaf
+// again (the proof key is kept too): one certificate adding many domains
+// (multi-name and wildcard certificates), every domain again after a
+// reconnect. Optional: check_add() without a cache verifies every chain.
 //
 // Only successes are kept, under SHA-256 of the exact chain bytes, each with
 // tls::VerifyResult::valid_from/valid_until: a hit needs `now` inside that
 // window, so dates are enforced exactly as verify_chain() does. The cache is
-// bound to one TrustStore; adding CAs to it (TrustStore::count() changes)
-// turns older entries into misses. Bounded (least recently used entry
-// dropped), thread-safe (one mutex, held for lookups only, never while
-// verifying).
+// bound to one TrustStore (and must not outlive it); adding CAs to it
+// (TrustStore::count() changes) turns older entries into misses. Bounded
+// (least recently used entry dropped), thread-safe (one mutex, held for
+// lookups and inserts only, never while verifying).
 class ChainCache {
 public:
     explicit ChainCache(const tls::TrustStore& trust, std::size_t capacity = 4096);
@@ -102,21 +103,23 @@ public:
     };
     Stats stats() const;
 
-    // For check_add(): the leaf identity of a chain that verified at `now`
-    // with the trust store as it is, or false; then insert(probe, result of
-    // verify_chain()) (the probe holds the key and the trust store
-    // generation read before verifying).
+    // For check_add(): the leaf identity and proof key of a chain that
+    // verified at `now` with the trust store as it is, or false; then
+    // insert(probe, result of verify_chain(), proof key of the leaf) (the
+    // probe holds the key and the trust store generation read before verifying).
     struct Probe {
         std::string key;
         std::size_t generation = 0;
     };
-    bool lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& out, Probe& probe);
-    void insert(Probe probe, const tls::VerifyResult& verified);
+    bool lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& identity,
+                ProofKey& proof_key, Probe& probe);
+    void insert(Probe probe, const tls::VerifyResult& verified, ProofKey proof_key);
 
 private:
     struct Entry {
         std::string key;
         tls::Identity identity;
+        ProofKey proof_key;
         std::int64_t valid_from = 0, valid_until = 0;
         std::size_t generation = 0;
     };

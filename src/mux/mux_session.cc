@@ -311,7 +311,12 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
     deadline_dirty_ = true;
     // Same subject as an accepted certificate: replace it in place, so the
     // names it keeps never stop being valid.
-    auto it = std::find_if(peer_.begin(), peer_.end(), [&](const CertEntry& e) { return e.subject == res.identity.subject; });
+    for (const auto& n : res.names) withdrawn_peer_.erase(n);
+    // An empty subject (allowed when the names are in SANs) identifies
+    // nothing: such certificates never replace each other.
+    auto it = res.identity.subject.empty()
+                  ? peer_.end()
+                  : std::find_if(peer_.begin(), peer_.end(), [&](const CertEntry& e) { return e.subject == res.identity.subject; });
     if (it != peer_.end()) {
         peer_names_.add(res.names); // add first: no gap for names in both
         peer_names_.remove(it->names);
@@ -353,7 +358,8 @@ void MuxSession::recv_added(const xml::Node& el) {
     for (auto& n : name_children(el))
         if (std::find(cert_names.begin(), cert_names.end(), n) != cert_names.end()) names.push_back(std::move(n));
     const std::string& subject = pa.cert->identity.subject;
-    auto e = std::find_if(ours_.begin(), ours_.end(), [&](const CertEntry& c) { return c.subject == subject; });
+    auto e = subject.empty() ? ours_.end()
+                             : std::find_if(ours_.begin(), ours_.end(), [&](const CertEntry& c) { return c.subject == subject; });
     if (e != ours_.end()) {
         ours_names_.add(names);
         ours_names_.remove(e->names);
@@ -457,6 +463,7 @@ void MuxSession::recv_refused(const xml::Node& el) {
 void MuxSession::drop_peer_cert(std::size_t idx, const char* why) {
     deadline_dirty_ = true;
     log::info(session_.log_context(), "mux: peer certificate {} dropped ({})", peer_[idx].subject, why);
+    for (const auto& n : peer_[idx].names) withdrawn_peer_[n] = why;
     peer_names_.remove(peer_[idx].names);
     peer_name_total_ -= std::min(peer_name_total_, peer_[idx].names.size());
     peer_.erase(peer_.begin() + static_cast<std::ptrdiff_t>(idx));
@@ -480,6 +487,10 @@ bool MuxSession::ours_pending(std::string_view d) const {
 }
 
 bool MuxSession::peer_expected(std::string_view d) const { return expected_peer_.count(std::string(d)) != 0; }
+
+bool MuxSession::peer_withdrew(std::string_view d) const {
+    return !peer_names_.has(d) && withdrawn_peer_.count(std::string(d)) != 0;
+}
 
 const std::string* MuxSession::ours_failure(std::string_view d) const {
     auto it = failed_ours_.find(std::string(d));

@@ -115,6 +115,9 @@ public:
     // Why our last add for it failed (nullptr: it did not).
     const std::string* ours_failure(std::string_view domain) const;
     bool peer_announce_complete() const { return peer_announce_complete_; }
+    // The peer withdrew this name on this stream (and did not add it back):
+    // its gateway no longer serves it to us; do not look elsewhere.
+    bool peer_withdrew(std::string_view domain) const;
 
     const std::vector<CertEntry>& ours() const { return ours_; }
     const std::vector<CertEntry>& peer() const { return peer_; }
@@ -174,6 +177,7 @@ private:
     std::map<std::string, PendingAdd, std::less<>> pending_out_;   // by add id
     std::unordered_map<std::string, std::string> failed_ours_;     // domain -> reason
     std::unordered_map<std::string, int> expected_peer_;           // announced / verifying
+    std::unordered_map<std::string, std::string> withdrawn_peer_;  // name -> why (removed, expired)
     std::uint64_t out_id_ = 0;                      // last id reserved
     std::uint64_t sent_id_ = 0;                     // last id emitted in order
     std::map<std::uint64_t, std::string> outbox_;   // completed, waiting for earlier ids

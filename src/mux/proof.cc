@@ -171,8 +171,11 @@ Result<Signature> sign_proof(const tls::LocalCert& cert, std::string_view messag
     return out;
 }
 
-Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::string_view message,
-                          std::string_view sig) {
+namespace {
+
+constexpr const char* kNoDigitalSignature = "certificate key usage does not allow signatures (no digitalSignature)";
+
+Result<const Scheme*> check_args(std::string_view alg, std::string_view message, std::string_view sig) {
     const Scheme* scheme = find_scheme(alg);
     if (!scheme) {
         std::string shown(alg.substr(0, 64));
@@ -182,49 +185,108 @@ Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::
     }
     if (message.empty()) return make_error("empty proof message");
     if (sig.empty()) return make_error("empty signature");
-    if (leaf_der.empty()) return make_error("no certificate");
+    return scheme;
+}
 
-    CrtGuard crt;
+// Whether the certificate's keyUsage (if any) allows signatures.
+Result<bool> signing_allowed(gnutls_x509_crt_t crt) {
+    unsigned usage = 0, critical = 0;
+    int r = gnutls_x509_crt_get_key_usage(crt, &usage, &critical);
+    if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) return true;
+    if (r < 0) return make_error(err("cannot read key usage", r));
+    return (usage & GNUTLS_KEY_DIGITAL_SIGNATURE) != 0;
+}
+
+Result<void> parse_leaf(std::string_view leaf_der, CrtGuard& crt) {
+    if (leaf_der.empty()) return make_error("no certificate");
     int r = gnutls_x509_crt_init(&crt.crt);
     if (r < 0) return make_error(err("gnutls_x509_crt_init", r));
     gnutls_datum_t d = datum(leaf_der);
     r = gnutls_x509_crt_import(crt.crt, &d, GNUTLS_X509_FMT_DER);
     if (r < 0) return make_error(err("certificate cannot be parsed", r));
+    return {};
+}
 
-    // A key restricted to other uses (e.g. a CA's keyCertSign only) does not
-    // sign proofs.
-    unsigned usage = 0, critical = 0;
-    r = gnutls_x509_crt_get_key_usage(crt.crt, &usage, &critical);
-    if (r >= 0 && !(usage & GNUTLS_KEY_DIGITAL_SIGNATURE))
-        return make_error("certificate key usage does not allow signatures (no digitalSignature)");
-    if (r < 0 && r != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) return make_error(err("cannot read key usage", r));
-
-    PubkeyGuard pub;
-    r = gnutls_pubkey_init(&pub.key);
-    if (r < 0) return make_error(err("gnutls_pubkey_init", r));
-    r = gnutls_pubkey_import_x509(pub.key, crt.crt, 0);
-    if (r < 0) return make_error(err("cannot read the certificate's public key", r));
-
+// The scheme must fit the key (type, and curve for ECDSA); then the signature.
+Result<void> verify_with(gnutls_pubkey_t pub, const Scheme& scheme, std::string_view message, std::string_view sig) {
     unsigned bits = 0;
-    int pk = gnutls_pubkey_get_pk_algorithm(pub.key, &bits);
+    int pk = gnutls_pubkey_get_pk_algorithm(pub, &bits);
     if (pk < 0) return make_error(err("cannot read the certificate's key type", pk));
     auto pk_alg = static_cast<gnutls_pk_algorithm_t>(pk);
     gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
     if (pk_alg == GNUTLS_PK_ECDSA) {
-        r = gnutls_pubkey_export_ecc_raw2(pub.key, &curve, nullptr, nullptr, 0);
+        int r = gnutls_pubkey_export_ecc_raw2(pub, &curve, nullptr, nullptr, 0);
         if (r < 0) return make_error(err("cannot read the certificate key's curve", r));
     }
-    if (!compatible(*scheme, pk_alg, curve))
-        return make_error("signature algorithm " + std::string(scheme->name) + " does not fit the certificate key (" +
+    if (!compatible(scheme, pk_alg, curve))
+        return make_error("signature algorithm " + std::string(scheme.name) + " does not fit the certificate key (" +
                           describe_key(pk_alg, bits, curve) + ")");
 
     gnutls_datum_t data = datum(message), sd = datum(sig);
-    r = gnutls_pubkey_verify_data2(pub.key, scheme->sign, 0, &data, &sd);
+    int r = gnutls_pubkey_verify_data2(pub, scheme.sign, 0, &data, &sd);
     if (r < 0) {
         if (r == GNUTLS_E_PK_SIG_VERIFY_FAILED) return make_error("signature invalid");
         return make_error(err("signature invalid", r));
     }
     return {};
+}
+
+} // namespace
+
+Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::string_view message,
+                          std::string_view sig) {
+    auto scheme = check_args(alg, message, sig);
+    if (!scheme) return make_error(scheme.error());
+    CrtGuard crt;
+    if (auto p = parse_leaf(leaf_der, crt); !p) return p;
+
+    // A key restricted to other uses (e.g. a CA's keyCertSign only) does not
+    // sign proofs.
+    auto allowed = signing_allowed(crt.crt);
+    if (!allowed) return make_error(allowed.error());
+    if (!*allowed) return make_error(kNoDigitalSignature);
+
+    PubkeyGuard pub;
+    int r = gnutls_pubkey_init(&pub.key);
+    if (r < 0) return make_error(err("gnutls_pubkey_init", r));
+    r = gnutls_pubkey_import_x509(pub.key, crt.crt, 0);
+    if (r < 0) return make_error(err("cannot read the certificate's public key", r));
+    return verify_with(pub.key, **scheme, message, sig);
+}
+
+Result<ProofKey> proof_key_from_der(std::string_view leaf_der) {
+    CrtGuard crt;
+    if (auto p = parse_leaf(leaf_der, crt); !p) return make_error(p.error());
+    auto allowed = signing_allowed(crt.crt);
+    if (!allowed) return make_error(allowed.error());
+
+    PubkeyGuard pub;
+    int r = gnutls_pubkey_init(&pub.key);
+    if (r < 0) return make_error(err("gnutls_pubkey_init", r));
+    r = gnutls_pubkey_import_x509(pub.key, crt.crt, 0);
+    if (r < 0) return make_error(err("cannot read the certificate's public key", r));
+    gnutls_datum_t spki{};
+    r = gnutls_pubkey_export2(pub.key, GNUTLS_X509_FMT_DER, &spki);
+    if (r < 0) return make_error(err("cannot export the certificate's public key", r));
+    ProofKey key;
+    key.spki_der.assign(reinterpret_cast<const char*>(spki.data), spki.size);
+    gnutls_free(spki.data);
+    key.signing_allowed = *allowed;
+    return key;
+}
+
+Result<void> verify_proof(const ProofKey& key, std::string_view alg, std::string_view message, std::string_view sig) {
+    auto scheme = check_args(alg, message, sig);
+    if (!scheme) return make_error(scheme.error());
+    if (key.spki_der.empty()) return make_error("no certificate");
+    if (!key.signing_allowed) return make_error(kNoDigitalSignature);
+    PubkeyGuard pub;
+    int r = gnutls_pubkey_init(&pub.key);
+    if (r < 0) return make_error(err("gnutls_pubkey_init", r));
+    gnutls_datum_t d = datum(key.spki_der);
+    r = gnutls_pubkey_import(pub.key, &d, GNUTLS_X509_FMT_DER);
+    if (r < 0) return make_error(err("cannot read the certificate's public key", r));
+    return verify_with(pub.key, **scheme, message, sig);
 }
 
 } // namespace s2smux::mux

@@ -71,4 +71,15 @@ Result<Signature> sign_proof(const tls::LocalCert& cert, std::string_view messag
 Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::string_view message,
                           std::string_view sig);
 
+// What verify_proof() needs of a leaf, extracted once (parsing a certificate
+// costs about ten times as much as importing its key): ChainCache keeps it
+// for the chains it has seen.
+struct ProofKey {
+    std::string spki_der;        // the leaf's SubjectPublicKeyInfo, DER
+    bool signing_allowed = true; // no keyUsage, or keyUsage with digitalSignature
+};
+Result<ProofKey> proof_key_from_der(std::string_view leaf_der);
+// Same checks and error texts as verify_proof(leaf_der, ...).
+Result<void> verify_proof(const ProofKey& key, std::string_view alg, std::string_view message, std::string_view sig);
+
 } // namespace s2smux::mux

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <ctime>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <sstream>
 
@@ -31,6 +31,13 @@ std::string iso_time(std::int64_t t) {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+std::string take_datum(gnutls_datum_t& d) {
+    std::string s(reinterpret_cast<const char*>(d.data), d.size);
+    gnutls_free(d.data);
+    d = gnutls_datum_t{};
+    return s;
 }
 
 std::string dn_of(gnutls_x509_crt_t crt, bool issuer) {
@@ -181,17 +188,31 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
 
     // The path we check dates on: leaf, then each issuer found in the chain
     // (peers may send extra or unordered certificates; those are ignored).
+    // gnutls_x509_crt_check_issuer() is only true when the issuer DN of one
+    // is byte for byte the subject DN of the other (then it compares key
+    // ids, which is the slow part): comparing the raw DNs first skips the
+    // calls that cannot succeed.
+    std::vector<std::string> subject(list.crts.size()), issuer(list.crts.size());
+    for (std::size_t i = 0; i < list.crts.size(); ++i) {
+        gnutls_datum_t d{};
+        if (gnutls_x509_crt_get_raw_dn(list.crts[i], &d) >= 0) subject[i] = take_datum(d);
+        if (gnutls_x509_crt_get_raw_issuer_dn(list.crts[i], &d) >= 0) issuer[i] = take_datum(d);
+    }
+    auto maybe_issuer = [&](std::size_t cert, std::size_t by) {
+        return subject[by].empty() || issuer[cert].empty() || issuer[cert] == subject[by];
+    };
     std::vector<gnutls_x509_crt_t> path{list.crts.front()};
     std::vector<bool> used(list.crts.size(), false);
     used[0] = true;
-    for (;;) {
-        gnutls_x509_crt_t cur = path.back();
-        if (gnutls_x509_crt_check_issuer(cur, cur)) break; // self-signed
+    for (std::size_t cur = 0;;) {
+        if (maybe_issuer(cur, cur) && gnutls_x509_crt_check_issuer(list.crts[cur], list.crts[cur]))
+            break; // self-signed
         bool found = false;
         for (std::size_t i = 0; i < list.crts.size(); ++i) {
-            if (!used[i] && gnutls_x509_crt_check_issuer(cur, list.crts[i])) {
+            if (!used[i] && maybe_issuer(cur, i) && gnutls_x509_crt_check_issuer(list.crts[cur], list.crts[i])) {
                 used[i] = true;
                 path.push_back(list.crts[i]);
+                cur = i;
                 found = true;
                 break;
             }
@@ -214,9 +235,9 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
                                                    nullptr, 0, flags, &status, nullptr);
         if (r < 0) return fail(res, VerifyError::Internal, std::string("verification failed: ") + gnutls_strerror(r));
         if (status == 0) {
-            // The list's own copy (GNUTLS_TL_GET_COPY re-parses the certificate,
-            // a third of a verification's overhead): valid while the lock is
-            // held, and only read. A copy where the list cannot lend one (PKCS#11).
+            // Borrow the list's own certificate: GNUTLS_TL_GET_COPY re-parses it
+            // (as costly as parsing a peer certificate). Valid while the lock is
+            // held, only read. A copy where the list cannot lend one (PKCS#11).
             gnutls_x509_crt_t anchor = nullptr;
             bool copied = false;
             if (gnutls_x509_trust_list_get_issuer(tl, path.back(), &anchor, 0) < 0 || !anchor) {

@@ -152,13 +152,19 @@ void Session::send_features() {
     append(f);
 }
 
+void Session::send_stanza_raw(std::string_view serialized_stanza) {
+    ++stanzas_out_;
+    append(serialized_stanza);
+}
+
 void Session::send_stanza(const xml::Node& el) {
+    ++stanzas_out_;
     bool was_empty = out_.empty();
     xml::serialize(out_, el);
     if (was_empty) host_.session_wants_write();
 }
 
-void Session::send_raw(std::string_view serialized_stanza) { append(serialized_stanza); }
+void Session::send_raw(std::string_view serialized) { append(serialized); }
 
 // ----------------------------------------------------------------- input
 

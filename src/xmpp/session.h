@@ -217,7 +217,9 @@ public:
     bool can_send(std::string_view from_domain, std::string_view to_domain) const;
     bool can_receive(std::string_view from_domain, std::string_view to_domain) const;
     void send_stanza(const xml::Node& el);
-    void send_raw(std::string_view serialized_stanza);
+    // A serialized stanza (counted as one); send_raw() is for anything else.
+    void send_stanza_raw(std::string_view serialized_stanza);
+    void send_raw(std::string_view serialized);
 
     // Multiplexing.
     bool mux_enabled() const { return mux_enabled_; }
@@ -251,6 +253,7 @@ public:
     const DomainPairSet& pairs_in() const { return in_; }
     const DomainPairSet& pairs_out() const { return out_pairs_; }
     std::uint64_t stanzas_in() const { return stanzas_in_; }
+    std::uint64_t stanzas_out() const { return stanzas_out_; }
 
     // Log context prefix ("s12 outer-in 127.0.0.1:40000").
     void set_log_context(std::string ctx) { log_ctx_ = std::move(ctx); }
@@ -344,6 +347,7 @@ private:
 
     std::string scratch_from_, scratch_to_;
     std::uint64_t stanzas_in_ = 0;
+    std::uint64_t stanzas_out_ = 0;
     std::string log_ctx_;
 };
 

@@ -1,6 +1,7 @@
 // In-memory test PKI (GnuTLS, ECDSA P-256, SHA-256): CAs, intermediates and
-// leaf certificates with any mix of dNSName / SRVName / XmppAddr / CN and a
-// chosen validity window. For unit tests only; throws std::runtime_error on
+// leaf certificates with any mix of dNSName / SRVName / XmppAddr / CN, a
+// chosen validity window and a chosen key type (CertSpec::key; P-256 unless
+// set, RSA and EdDSA too). For unit tests only; throws std::runtime_error on
 // any failure.
 //
 //   s2smux::test::TestCa ca("Demo CA");

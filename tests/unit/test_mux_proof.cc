@@ -358,6 +358,49 @@ BOOST_AUTO_TEST_CASE(verify_rejects_bad_inputs) {
     BOOST_TEST(err_of(v) == "certificate key usage does not allow signatures (no digitalSignature)");
 }
 
+BOOST_AUTO_TEST_CASE(proof_key_verifies_like_the_certificate) {
+    for (KeyType type : {KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048, KeyType::RsaPss2048,
+                         KeyType::Ed25519, KeyType::Ed448}) {
+        const Leaf& l = leaf(type);
+        auto key = proof_key_from_der(l.cert.der());
+        BOOST_TEST_REQUIRE(key.ok(), (key.ok() ? "" : key.error()));
+        BOOST_TEST(key->signing_allowed);
+        BOOST_TEST(!key->spki_der.empty());
+        std::string m = msg_for(l.cert);
+        auto sig = sign_ok(*l.local, m);
+        BOOST_TEST_CONTEXT("alg " << sig.alg) {
+            BOOST_TEST(verify_proof(*key, sig.alg, m, sig.value).ok());
+            std::string bad = sig.value;
+            bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x04);
+            const std::pair<std::string, std::string> cases[] = {
+                {sig.alg, bad},         {sig.alg, "garbage"},           {sig.alg, ""},
+                {"ed25519", sig.value}, {"ecdsa_secp256r1_sha256", sig.value}, {"nope", sig.value},
+            };
+            for (const auto& [alg, value] : cases) {
+                if (alg == sig.alg && value == sig.value) continue;
+                BOOST_TEST(err_of(verify_proof(*key, alg, m, value)) ==
+                           err_of(verify_proof(l.cert.der(), alg, m, value)));
+            }
+            BOOST_TEST(err_of(verify_proof(*key, sig.alg, m + "x", sig.value)) == "signature invalid");
+            BOOST_TEST(err_of(verify_proof(*key, sig.alg, "", sig.value)) == "empty proof message");
+        }
+    }
+    auto ca_key = proof_key_from_der(mux_ca().cert_der());
+    BOOST_TEST_REQUIRE(ca_key.ok());
+    BOOST_TEST(!ca_key->signing_allowed);
+    auto ca_local = tls::load_cert_pem(mux_ca().cert_pem(), mux_ca().key_pem());
+    BOOST_TEST_REQUIRE(ca_local.ok());
+    std::string m = msg_for(leaf(KeyType::EcdsaP256).cert);
+    auto ca_sig = sign_ok(**ca_local, m);
+    BOOST_TEST(err_of(verify_proof(*ca_key, ca_sig.alg, m, ca_sig.value)) ==
+               "certificate key usage does not allow signatures (no digitalSignature)");
+    BOOST_TEST(!proof_key_from_der("garbage").ok());
+    BOOST_TEST(!proof_key_from_der("").ok());
+    BOOST_TEST(err_of(verify_proof(ProofKey{}, ca_sig.alg, m, ca_sig.value)) == "no certificate");
+    ProofKey junk{"junk", true};
+    BOOST_TEST(err_of(verify_proof(junk, ca_sig.alg, m, ca_sig.value)).rfind("cannot read the certificate's public key", 0) == 0);
+}
+
 BOOST_AUTO_TEST_CASE(sign_and_verify_concurrently) {
     const Leaf& l = leaf(KeyType::EcdsaP256);
     const Leaf& r = leaf(KeyType::Rsa2048);
@@ -720,13 +763,18 @@ BOOST_AUTO_TEST_CASE(cache_hits_for_the_same_chain) {
     BOOST_TEST((check_add(trust, bad_sig, &cache).failure == AddFailure::BadProof));
     auto other_stream = input(c, *lc, "a.test", exporter_a(), exporter_b());
     BOOST_TEST((check_add(trust, other_stream, &cache).failure == AddFailure::BadProof));
-    BOOST_TEST(cache.stats().hits == 6u);
+    auto wrong_alg = in;
+    wrong_alg.alg = "rsa_pss_rsae_sha256";
+    auto wa = check_add(trust, wrong_alg, &cache);
+    BOOST_TEST((wa.failure == AddFailure::BadProof));
+    BOOST_TEST(wa.text == check_add(trust, wrong_alg).text);
+    BOOST_TEST(cache.stats().hits == 7u);
 
     // Sanity failures come first, before the cache.
     auto nine = in;
     nine.chain_der.assign(9, c.der());
     BOOST_TEST((check_add(trust, nine, &cache).failure == AddFailure::ChainTooLarge));
-    BOOST_TEST(cache.stats().hits + cache.stats().misses == 7u);
+    BOOST_TEST(cache.stats().hits + cache.stats().misses == 8u);
 
     cache.clear();
     BOOST_TEST(cache.size() == 0u);
@@ -1014,6 +1062,17 @@ BOOST_AUTO_TEST_CASE(bench_add_costs, *boost::unit_test::precondition([](boost::
            measure([&](int i) { sink += check_add(trust, inter_inputs[i % kLeaves], &cache).names.size(); }));
     std::printf("  (cache: %llu hits, %llu misses)\n", static_cast<unsigned long long>(cache.stats().hits),
                 static_cast<unsigned long long>(cache.stats().misses));
+
+    // Other key types (one leaf each): sign and verify only.
+    for (KeyType type : {KeyType::EcdsaP384, KeyType::Rsa2048, KeyType::Ed25519}) {
+        const Leaf& l = leaf(type);
+        std::string m = msg_for(l.cert);
+        auto sig = sign_ok(*l.local, m);
+        std::string name = "sign_proof " + sig.alg;
+        report(name.c_str(), measure([&](int) { sink += sign_proof(*l.local, m)->value.size(); }, 3, 0.3));
+        name = "verify_proof " + sig.alg;
+        report(name.c_str(), measure([&](int) { sink += verify_proof(l.cert.der(), sig.alg, m, sig.value).ok(); }, 3, 0.3));
+    }
 
     // All cores at once: adds/s of the machine (verification runs on the libuv pool).
     unsigned threads = std::max(1u, std::thread::hardware_concurrency());

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""Domain adds on one multiplexed stream: time, adds/s, memory per domain.
+
+Two real s2smuxd gateways on loopback. Gateway A serves N domains (one
+certificate each, ECDSA P-256, from a bench CA); gateway B serves one. A
+preconnects to B; once multiplexing is enabled A adds its N-1 other domains
+(the first one is the TLS certificate of the stream). We measure, from B's
+admin socket and log: the time from multiplexing enabled to the last domain
+accepted, adds per second, and B's resident memory per accepted domain (RSS
+after minus RSS before A connected). Also A's RSS with N certificates loaded.
+
+    /usr/bin/python3 bench/mux_adds.py --count 10000 [--build build-rel]
+
+Prints a table and a JSON line. Exit status 1 if not every add was accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "interop"))
+
+from harness.gateway import S2smuxd  # noqa: E402
+from harness.ports import free_port  # noqa: E402
+
+
+def admin(path: Path, command: str, timeout: float = 30.0) -> list[str]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"admin socket closed during '{command}'")
+            buf += chunk
+            lines = buf.decode(errors="replace").split("\n")
+            for i, line in enumerate(lines[:-1]):
+                # Data lines that could be mistaken for the terminator are
+                # sent with one extra leading space (admin/protocol.h).
+                if line == "OK":
+                    return [l[1:] if l.startswith(" ") else l for l in lines[:i]]
+                if line.startswith("ERR"):
+                    raise RuntimeError(f"'{command}': {line}")
+
+
+def stats(path: Path) -> dict[str, int]:
+    out = {}
+    for line in admin(path, "stats"):
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def log_time(line: str) -> float:
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z", line)
+    t = time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + int(m.group(2)) / 1000.0
+    return t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    binary = ROOT / args.build / "s2smuxd"
+    gencerts = ROOT / args.build / "bench" / "s2smux-gencerts"
+    tmp = Path(tempfile.mkdtemp(prefix="s2smux-bench-adds-"))
+    certdir = tmp / "certs"
+    certdir.mkdir()
+    t = time.monotonic()
+    subprocess.run([str(gencerts), "--out", str(certdir), "--count", str(args.count), "--also", "peer.bench.test"],
+                   check=True, stdout=subprocess.DEVNULL)
+    gen_s = time.monotonic() - t
+    domains = [f"d{i}.bench.test" for i in range(1, args.count + 1)]
+
+    b_outer = free_port()
+    cfg_b = {
+        "gateway": {"domains": ["peer.bench.test"], "admin_socket": "admin.sock"},
+        "listen": {"outer": f"127.0.0.1:{b_outer}", "inner": f"127.0.0.1:{free_port()}"},
+        "upstream": {"address": f"127.0.0.1:{free_port()}"},
+        "tls": {"ca_file": str(certdir / "ca.pem"), "policy": "required"},
+        "cert": [{"cert": str(certdir / "peer.bench.test.pem"), "key": str(certdir / "peer.bench.test.key")}],
+        "mux": {"max_domains": args.count + 10, "add_burst": args.count + 10, "add_rate": 1000000,
+                "max_pending": args.count + 10},
+        "log": {"level": "info"},
+    }
+    cfg_a = {
+        "gateway": {"domains": domains, "admin_socket": "admin.sock"},
+        "listen": {"outer": f"127.0.0.1:{free_port()}", "inner": f"127.0.0.1:{free_port()}"},
+        "upstream": {"address": f"127.0.0.1:{free_port()}"},
+        "tls": {"ca_file": str(certdir / "ca.pem"), "policy": "required"},
+        "cert": [{"cert": str(certdir / f"{d}.pem"), "key": str(certdir / f"{d}.key")} for d in domains],
+        "route": [{"domain": "peer.bench.test", "address": f"127.0.0.1:{b_outer}", "preconnect": True}],
+        "log": {"level": "warn"},
+    }
+    gb = S2smuxd(tmp, binary=binary, config=cfg_b, name="gw-b")
+    ga = S2smuxd(tmp, binary=binary, config=cfg_a, name="gw-a")
+    ok = False
+    try:
+        gb.start()
+        time.sleep(0.3)
+        rss_b0 = rss_kib(gb.proc.pid)
+        t_start = time.monotonic()
+        ga.start(timeout=120)
+        load_s = time.monotonic() - t_start
+        want = args.count - 1
+        deadline = time.monotonic() + 600
+        last = -1
+        while time.monotonic() < deadline:
+            st = stats(gb.dir / "admin.sock")
+            n = st.get("mux.peer_adds_ok", 0) + st.get("mux.peer_adds_failed", 0)
+            if n != last:
+                print(f"# accepted {st.get('mux.peer_adds_ok', 0)}, failed {st.get('mux.peer_adds_failed', 0)}",
+                      file=sys.stderr, flush=True)
+                last = n
+            if n >= want:
+                break
+            time.sleep(0.2)
+        st = stats(gb.dir / "admin.sock")
+        rss_b1 = rss_kib(gb.proc.pid)
+        rss_a = rss_kib(ga.proc.pid)
+        log_b = gb.log_text().splitlines()
+        enabled = [log_time(l) for l in log_b if "multiplexing enabled" in l]
+        accepted = [log_time(l) for l in log_b if "mux: accepted the peer's" in l]
+        adds_ok, adds_failed = st.get("mux.peer_adds_ok", 0), st.get("mux.peer_adds_failed", 0)
+        span = (accepted[-1] - enabled[0]) if enabled and accepted else float("nan")
+        res = {
+            "domains": args.count, "adds_ok": adds_ok, "adds_failed": adds_failed,
+            "seconds_enable_to_last_added": round(span, 3),
+            "adds_per_s": round(adds_ok / span) if span and span == span and span > 0 else None,
+            "gw_b_rss_kib_before": rss_b0, "gw_b_rss_kib_after": rss_b1,
+            "gw_b_bytes_per_domain": round((rss_b1 - rss_b0) * 1024 / max(1, adds_ok)),
+            "gw_a_rss_kib": rss_a, "gw_a_start_s": round(load_s, 2), "certgen_s": round(gen_s, 2),
+            "connections": admin(gb.dir / "admin.sock", "streams").__len__() - 1,
+        }
+        print(f"domains added on one stream : {adds_ok} ok, {adds_failed} failed (of {want})")
+        print(f"enable -> last added        : {res['seconds_enable_to_last_added']} s "
+              f"({res['adds_per_s']} adds/s)")
+        print(f"receiving gateway RSS       : {rss_b0} KiB -> {rss_b1} KiB "
+              f"({res['gw_b_bytes_per_domain']} bytes per domain)")
+        print(f"adding gateway RSS          : {rss_a} KiB with {args.count} certificates loaded "
+              f"(start-up {res['gw_a_start_s']} s)")
+        print(json.dumps(res))
+        ok = adds_ok == want and adds_failed == 0
+    finally:
+        ga.stop()
+        gb.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"# kept {tmp}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
