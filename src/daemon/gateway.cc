@@ -29,7 +29,7 @@ constexpr std::size_t kEarlyFlushBytes = 64 * 1024;
 Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)) {
     for (auto& d : cfg_.domains) {
         d = xmpp::lowercase_domain(d);
-        local_domains_.insert(d);
+        add_local(d);
     }
     ctx_.loop = loop_;
     ctx_.certs = &certs_;
@@ -40,6 +40,24 @@ Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)
 Gateway::~Gateway() = default;
 
 bool Gateway::is_local(std::string_view domain) const { return local_domains_.count(domain) != 0; }
+
+bool Gateway::is_local_pattern(std::string_view name) const {
+    if (name.rfind("*.", 0) == 0) return local_parents_.count(name.substr(2)) != 0;
+    return is_local(name);
+}
+
+void Gateway::add_local(const std::string& d) {
+    if (!local_domains_.insert(d).second) return;
+    if (auto dot = d.find('.'); dot != std::string::npos) ++local_parents_[d.substr(dot + 1)];
+}
+
+void Gateway::remove_local(const std::string& d) {
+    if (!local_domains_.erase(d)) return;
+    if (auto dot = d.find('.'); dot != std::string::npos) {
+        auto it = local_parents_.find(std::string_view(d).substr(dot + 1));
+        if (it != local_parents_.end() && --it->second <= 0) local_parents_.erase(it);
+    }
+}
 
 Result<void> Gateway::start() {
     keys_ = std::make_unique<xmpp::DialbackKeys>(cfg_.dialback_secret.empty()

@@ -67,6 +67,8 @@ public:
     const GatewayStats& stats() const { return stats_; }
     const Config& config() const { return cfg_; }
     bool is_local(std::string_view domain) const;
+    // A local domain, or a wildcard ("*.x.test") covering one.
+    bool is_local_pattern(std::string_view name) const;
 
 private:
     struct MuxPeer;
@@ -160,6 +162,9 @@ private:
     void verify_failed(std::uint64_t verify_stream, const std::string& reason);
     void flush_dirty();
     void tick();
+    void add_local(const std::string& d);
+    void remove_local(const std::string& d);
+    TimeMs now_ms() const { return static_cast<TimeMs>(uv_now(loop_)); }
     void preconnect();
 
     uv_loop_t* loop_;
@@ -173,6 +178,7 @@ private:
     std::unordered_map<std::uint64_t, net::Stream*> streams_;
     std::map<xmpp::DomainPair, Route, xmpp::DomainPairLess> routes_;
     std::set<std::string, std::less<>> local_domains_;
+    std::map<std::string, int, std::less<>> local_parents_; // "x.test" -> local domains directly under it
     std::unordered_map<std::uint64_t, std::unique_ptr<MuxPeer>> muxes_;   // by stream id
     std::vector<std::unique_ptr<MuxPeer>> mux_graveyard_;                   // freed outside callbacks
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> waiters_; // routes waiting on a stream

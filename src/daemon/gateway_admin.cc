@@ -172,11 +172,11 @@ void Gateway::install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, a
     if (old) {
         for (const auto& n : old->identity.names()) {
             certs_.remove(n);
-            if (std::find(names.begin(), names.end(), n) == names.end()) local_domains_.erase(n);
+            if (std::find(names.begin(), names.end(), n) == names.end()) remove_local(n);
         }
     }
     certs_.add(cert);
-    for (const auto& n : names) local_domains_.insert(n);
+    for (const auto& n : names) add_local(n);
     log::info("admin", "{} certificate {} for {} (valid until {})", replace ? "replaced" : "added", subject, join(names),
               iso8601(cert->identity.not_after));
 
@@ -189,7 +189,7 @@ void Gateway::install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, a
     for (auto& [id, p] : muxes_) {
         if (p->closed) continue;
         a->waiting[id] = fmt::format("s{} peer={}", id, cell(p->stream->session().remote_domain()));
-        p->mux->add(cert, a->domain);
+        p->mux->add(cert, a->domain, now_ms());
     }
     if (a->waiting.empty()) {
         a->lines.push_back("no multiplexed stream: used by new streams");
@@ -254,14 +254,14 @@ void Gateway::cert_remove(std::string domain, admin::Done done) {
         if (p->closed) continue;
         // The mux stream knows the certificate by any of its names.
         for (const auto& n : names) {
-            if (p->mux->remove(n)) {
+            if (p->mux->remove(n, now_ms())) {
                 lines.push_back(fmt::format("s{} peer={} removed", id, cell(p->stream->session().remote_domain())));
                 break;
             }
         }
     }
     certs_.remove(domain);
-    for (const auto& n : names) local_domains_.erase(n);
+    for (const auto& n : names) remove_local(n);
     log::info("admin", "removed certificate {} ({})", cert->identity.subject, join(names));
     lines.insert(lines.begin(), fmt::format("removed {} names={}", cell(cert->identity.subject), join(names)));
     done(Reply::ok(std::move(lines)));

@@ -38,7 +38,7 @@ void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux:
         [res, done = std::move(done)] { done(std::move(*res)); });
 }
 
-bool Gateway::MuxPeer::mux_is_local(std::string_view domain) { return gw.is_local(domain); }
+bool Gateway::MuxPeer::mux_is_local(std::string_view name) { return gw.is_local_pattern(name); }
 
 void Gateway::MuxPeer::mux_names_changed() { gw.reevaluate_waiters(id); }
 
@@ -110,7 +110,7 @@ void Gateway::stream_mux_enabled(Stream& s) {
     for (const auto& cert : to_add) {
         for (const auto& n : cert->identity.names()) {
             if (is_local(n) && !peer->mux->ours_has(n)) {
-                peer->mux->add(cert, n);
+                peer->mux->add(cert, n, now);
                 break;
             }
         }
@@ -138,7 +138,7 @@ Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to
         // Never added on this stream (e.g. a domain without certificate at
         // enable time, or a failure the operator fixed since): add it now.
         if (auto cert = certs_.find(from); cert && is_local(from)) {
-            m.add(cert, std::string(from));
+            m.add(cert, std::string(from), now_ms());
             return {MuxVerdict::Wait, nullptr, id, {}};
         }
         return {MuxVerdict::Refuse, nullptr, id, fmt::format("no certificate for {} to multiplex it", from)};

@@ -90,6 +90,22 @@ bool MuxSession::NameIndex::has(std::string_view domain) const {
     return count.count(key) != 0;
 }
 
+std::vector<std::string> MuxSession::usable_names(const std::vector<std::string>& names) {
+    std::vector<std::string> out;
+    for (const auto& n : names) {
+        if (n.rfind("*.", 0) == 0) {
+            // "*.test" would cover every .test domain: RFC 6125 wildcards
+            // need a registered domain under them (tls::dns_name_matches agrees).
+            std::string_view rest = std::string_view(n).substr(2);
+            if (rest.find('.') == std::string_view::npos || rest.find('*') != std::string_view::npos) continue;
+        } else if (n.find('*') != std::string::npos) {
+            continue;
+        }
+        out.push_back(n);
+    }
+    return out;
+}
+
 // ------------------------------------------------------------ lifecycle
 
 MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now)
@@ -97,8 +113,8 @@ MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits
       tokens_(limits.add_burst), last_refill_(now), now_(now) {
     // The handshake certificates are the first accepted certificate of each
     // side: both were verified before multiplexing could be enabled.
-    CertEntry ours{bind_.our_tls.subject, bind_.our_tls.names(), bind_.our_tls.not_after, "tls", {}};
-    CertEntry peer{bind_.peer_tls.subject, bind_.peer_tls.names(), bind_.peer_tls.not_after, "tls", {}};
+    CertEntry ours{bind_.our_tls.subject, usable_names(bind_.our_tls.names()), bind_.our_tls.not_after, "tls", {}};
+    CertEntry peer{bind_.peer_tls.subject, usable_names(bind_.peer_tls.names()), bind_.peer_tls.not_after, "tls", {}};
     ours_names_.add(ours.names);
     peer_names_.add(peer.names);
     peer_name_total_ = peer.names.size();
@@ -142,9 +158,13 @@ void MuxSession::announce(const std::vector<std::string>& domains) {
     } while (i < domains.size());
 }
 
-void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::string& domain) {
+void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::string& domain_in, TimeMs now) {
     deadline_dirty_ = true;
+    now_ = std::max(now_, now);
     if (!cert || cert->chain_der.empty()) return;
+    // The wire carries the domain lowercased and the receiver verifies the
+    // proof over what it received: sign exactly that.
+    std::string domain = xmpp::lowercase_domain(domain_in);
     std::uint64_t id = reserve_id();
     std::string ids = std::to_string(id);
     std::string message = proof_message(bind_.exporter, signer_of(bind_.role), bind_.stream_id, ids, domain,
@@ -181,7 +201,21 @@ void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::stri
     });
 }
 
-bool MuxSession::remove(std::string_view domain) {
+bool MuxSession::remove(std::string_view domain, TimeMs now) {
+    now_ = std::max(now_, now);
+    deadline_dirty_ = true;
+    // An add (e.g. a renewal) of a certificate carrying the name, still
+    // waiting for its answer, is withdrawn too: its answer will be ignored.
+    bool cancelled = false;
+    for (auto it = pending_out_.begin(); it != pending_out_.end();) {
+        auto names = it->second.cert->identity.names();
+        if (it->second.domain == domain || std::find(names.begin(), names.end(), domain) != names.end()) {
+            it = pending_out_.erase(it);
+            cancelled = true;
+        } else {
+            ++it;
+        }
+    }
     for (std::size_t i = 0; i < ours_.size(); ++i) {
         const auto& names = ours_[i].names;
         if (std::find(names.begin(), names.end(), domain) == names.end()) continue;
@@ -192,6 +226,14 @@ bool MuxSession::remove(std::string_view domain) {
         xml::Writer(x).open("remove").xmlns(kNs).attr("id", std::to_string(id)).attr("domain", d).close();
         emit(id, std::move(x));
         host_.mux_names_changed();
+        return true;
+    }
+    if (cancelled) {
+        // Nothing accepted yet, but the peer may be verifying it: tell it.
+        std::uint64_t id = reserve_id();
+        std::string x;
+        xml::Writer(x).open("remove").xmlns(kNs).attr("id", std::to_string(id)).attr("domain", domain).close();
+        emit(id, std::move(x));
         return true;
     }
     return false;
@@ -254,7 +296,10 @@ void MuxSession::recv_add(const xml::Node& el, TimeMs now) {
         return send_failed(ids, domain, AddFailure::Malformed, "missing or invalid 'domain'");
     if (host_.mux_is_local(domain))
         return send_failed(ids, domain, AddFailure::PolicyViolation, fmt::format("{} is a domain of this gateway", domain));
-    if (peer_name_total_ + verifying_ >= limits_.max_domains)
+    // Early refusal before any crypto when the stream is full, except for a
+    // name already accepted (a renewal replaces, it does not grow); the
+    // exact count is checked once the certificate's names are known.
+    if (peer_name_total_ + verifying_ >= limits_.max_domains && !peer_names_.has(domain))
         return send_failed(ids, domain, AddFailure::TooManyDomains,
                            fmt::format("at most {} domains per stream", limits_.max_domains));
     if (verifying_ >= limits_.max_pending)
@@ -303,12 +348,40 @@ void MuxSession::recv_add(const xml::Node& el, TimeMs now) {
             host_.mux_names_changed(); // routes waiting for it give up
             return;
         }
+        // The peer removed the name after sending this add: the later
+        // request wins, the verified add is not applied.
+        std::uint64_t add_id = 0;
+        parse_id(ids, add_id);
+        for (const auto& n : res.names) {
+            if (auto r = removed_at_.find(n); r != removed_at_.end() && r->second > add_id) {
+                send_failed(ids, domain, AddFailure::PolicyViolation,
+                            fmt::format("{} was removed (id {}) before this add was verified", n, r->second));
+                return;
+            }
+        }
         accept_peer(std::move(ids), std::move(domain), std::move(res), std::move(chain));
     });
 }
 
 void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult res, std::vector<std::string> chain) {
     deadline_dirty_ = true;
+    res.names = usable_names(res.names);
+    // Every name becomes valid, so none may be (or cover) one of ours: a
+    // certificate naming c.test and our e.test must not let the peer send
+    // from e.test.
+    for (const auto& n : res.names) {
+        if (host_.mux_is_local(n))
+            return send_failed(id, domain, AddFailure::PolicyViolation,
+                               fmt::format("the certificate also names {}, a domain of this gateway", n));
+    }
+    std::size_t replaced = 0;
+    if (!res.identity.subject.empty())
+        for (const auto& e : peer_)
+            if (e.subject == res.identity.subject) replaced = e.names.size();
+    if (peer_name_total_ - std::min(peer_name_total_, replaced) + res.names.size() > limits_.max_domains)
+        return send_failed(id, domain, AddFailure::TooManyDomains,
+                           fmt::format("{} more name(s) would exceed {} domains per stream", res.names.size(),
+                                       limits_.max_domains));
     // Same subject as an accepted certificate: replace it in place, so the
     // names it keeps never stop being valid.
     for (const auto& n : res.names) withdrawn_peer_.erase(n);
@@ -353,7 +426,7 @@ void MuxSession::recv_added(const xml::Node& el) {
     PendingAdd pa = std::move(it->second);
     pending_out_.erase(it);
     // The peer lists what it now accepts; keep only names of our certificate.
-    std::vector<std::string> cert_names = pa.cert->identity.names();
+    std::vector<std::string> cert_names = usable_names(pa.cert->identity.names());
     std::vector<std::string> names;
     for (auto& n : name_children(el))
         if (std::find(cert_names.begin(), cert_names.end(), n) != cert_names.end()) names.push_back(std::move(n));
@@ -371,6 +444,8 @@ void MuxSession::recv_added(const xml::Node& el) {
         ours_.push_back(CertEntry{subject, names, pa.cert->identity.not_after, id, {}});
     }
     ++stats_.adds_ok;
+    if (pa.timed_out) --stats_.adds_failed;
+    failed_ours_.erase(pa.domain);
     log::info(session_.log_context(), "mux: the peer accepted {} (id {}, {} name(s))", pa.domain, id, names.size());
     host_.mux_add_answered(pa.domain, true, AddFailure::None, {});
     host_.mux_names_changed();
@@ -384,12 +459,14 @@ void MuxSession::recv_failed(const xml::Node& el) {
         return;
     }
     std::string domain = it->second.domain;
+    bool already_reported = it->second.timed_out;
     pending_out_.erase(it);
     std::string_view cond = condition_of(el);
     AddFailure why = AddFailure::Malformed;
     parse_add_failure(cond, why);
     std::string text = text_child(el);
     failed_ours_[domain] = text.empty() ? std::string(cond) : fmt::format("{}: {}", cond, text);
+    if (already_reported) return;
     ++stats_.adds_failed;
     log::warn(session_.log_context(), "mux: the peer refused our add of {} (id {}): {}{}{}", domain, id, cond,
               text.empty() ? "" : ": ", text);
@@ -406,6 +483,7 @@ void MuxSession::recv_remove(const xml::Node& el) {
         return;
     }
     last_peer_id_ = id;
+    removed_at_[domain] = id;
     std::vector<std::string> removed;
     for (std::size_t i = 0; i < peer_.size(); ++i) {
         const auto& names = peer_[i].names;
@@ -482,7 +560,7 @@ bool MuxSession::peer_has(std::string_view d) const { return peer_names_.has(d);
 
 bool MuxSession::ours_pending(std::string_view d) const {
     for (const auto& [id, p] : pending_out_)
-        if (p.domain == d) return true;
+        if (p.domain == d && !p.timed_out) return true;
     return false;
 }
 
@@ -544,7 +622,8 @@ void MuxSession::mux_timer(TimeMs now) {
     bool changed = false;
     // Accepted peer certificates that expired: drop them and tell the peer.
     for (std::size_t i = 0; i < peer_.size();) {
-        if (peer_[i].not_after == 0 || peer_[i].not_after > t) {
+        // notAfter is the last valid second (RFC 5280 §4.1.2.5).
+        if (peer_[i].not_after == 0 || peer_[i].not_after >= t) {
             ++i;
             continue;
         }
@@ -560,7 +639,7 @@ void MuxSession::mux_timer(TimeMs now) {
     }
     // Our own certificates stop being usable when they expire, too.
     for (std::size_t i = 0; i < ours_.size();) {
-        if (ours_[i].not_after == 0 || ours_[i].not_after > t) {
+        if (ours_[i].not_after == 0 || ours_[i].not_after >= t) {
             ++i;
             continue;
         }
@@ -568,14 +647,22 @@ void MuxSession::mux_timer(TimeMs now) {
         drop_our_cert(i);
         changed = true;
     }
-    // Adds the peer never answered.
+    // Adds the peer never answered: failed for the router, but a late
+    // <added/> is still honoured so both sides end up agreeing; forgotten
+    // after ten timeouts.
     for (auto it = pending_out_.begin(); it != pending_out_.end();) {
+        if (it->second.timed_out) {
+            if (now - it->second.sent_at >= 10 * limits_.add_timeout_ms) it = pending_out_.erase(it);
+            else ++it;
+            continue;
+        }
         if (now - it->second.sent_at < limits_.add_timeout_ms) {
             ++it;
             continue;
         }
         std::string domain = it->second.domain;
-        it = pending_out_.erase(it);
+        it->second.timed_out = true;
+        ++it;
         failed_ours_[domain] = "timeout";
         ++stats_.adds_failed;
         host_.mux_add_answered(domain, false, AddFailure::Busy,
@@ -590,10 +677,11 @@ TimeMs MuxSession::mux_deadline() const {
     deadline_dirty_ = false;
     TimeMs d = kNever;
     for (const auto& c : peer_)
-        if (c.not_after) d = std::min(d, mono_from_unix(c.not_after));
+        if (c.not_after) d = std::min(d, mono_from_unix(c.not_after + 1));
     for (const auto& c : ours_)
-        if (c.not_after) d = std::min(d, mono_from_unix(c.not_after));
-    for (const auto& [id, p] : pending_out_) d = std::min(d, p.sent_at + limits_.add_timeout_ms);
+        if (c.not_after) d = std::min(d, mono_from_unix(c.not_after + 1));
+    for (const auto& [id, p] : pending_out_)
+        d = std::min(d, p.sent_at + (p.timed_out ? 10 : 1) * limits_.add_timeout_ms);
     deadline_cache_ = d;
     return d;
 }

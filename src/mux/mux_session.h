@@ -74,7 +74,8 @@ public:
     virtual void mux_sign(std::shared_ptr<const tls::LocalCert> cert, std::string message,
                           std::function<void(Result<Signature>)> done) = 0;
     virtual void mux_verify(AddCheckInput in, std::function<void(AddCheckResult)> done) = 0;
-    virtual bool mux_is_local(std::string_view domain) = 0;
+    // Is this name (or, for "*.x", any name it covers) one of our domains?
+    virtual bool mux_is_local(std::string_view name) = 0;
     // A set changed (names added, replaced, removed): re-evaluate waiting routes.
     virtual void mux_names_changed() = 0;
     // The peer answered one of our adds (ok) or it failed/timed out.
@@ -103,9 +104,10 @@ public:
     // hint: the peer may hold stanzas for them instead of connecting).
     void announce(const std::vector<std::string>& domains);
     // Adds a local certificate, proving possession for `domain` (one of its names).
-    void add(std::shared_ptr<const tls::LocalCert> cert, const std::string& domain);
-    // Withdraws the certificate carrying our `domain` (all its names).
-    bool remove(std::string_view domain);
+    void add(std::shared_ptr<const tls::LocalCert> cert, const std::string& domain, TimeMs now);
+    // Withdraws the certificate carrying our `domain` (all its names),
+    // including an add of it still waiting for its answer.
+    bool remove(std::string_view domain, TimeMs now);
 
     // Routing.
     bool ours_has(std::string_view domain) const;
@@ -143,7 +145,10 @@ private:
         std::string domain;
         std::shared_ptr<const tls::LocalCert> cert;
         TimeMs sent_at = 0;
+        bool timed_out = false; // reported failed; a late <added/> is still honoured
     };
+    // RFC 6125 names only: "*.x.y" with at least two labels after the wildcard.
+    static std::vector<std::string> usable_names(const std::vector<std::string>& names);
 
     void recv_add(const xml::Node& el, TimeMs now);
     void recv_added(const xml::Node& el);
@@ -178,6 +183,7 @@ private:
     std::unordered_map<std::string, std::string> failed_ours_;     // domain -> reason
     std::unordered_map<std::string, int> expected_peer_;           // announced / verifying
     std::unordered_map<std::string, std::string> withdrawn_peer_;  // name -> why (removed, expired)
+    std::unordered_map<std::string, std::uint64_t> removed_at_;    // name -> id of the peer's last <remove/>
     std::uint64_t out_id_ = 0;                      // last id reserved
     std::uint64_t sent_id_ = 0;                     // last id emitted in order
     std::map<std::uint64_t, std::string> outbox_;   // completed, waiting for earlier ids
