@@ -104,6 +104,7 @@ Result<void> Gateway::start() {
         log::info(kCtx, "admin socket {}", cfg_.admin_socket);
     }
 
+    handles_ = true;
     uv_prepare_init(loop_, &prepare_);
     prepare_.data = this;
     uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Gateway*>(h->data)->flush_dirty(); });
@@ -150,6 +151,7 @@ void Gateway::stop() {
     }
     flush_dirty();
     if (resolver_) resolver_->shutdown();
+    if (!handles_) return; // start() failed before creating them
     uv_prepare_stop(&prepare_);
     uv_check_stop(&check_);
     uv_timer_stop(&tick_);
@@ -253,7 +255,7 @@ void Gateway::stream_authenticated(Stream& s, std::string_view from, std::string
                                    xmpp::AuthMethod) {
     if (dir_in) return; // the session itself checks what it may receive
     Route& r = route_for(from, to);
-    if (!r.ready || r.ready->finished()) r.ready = &s;
+    if (!r.ready || r.ready->finished()) bind_ready(r, &s);
     if (r.pending == &s) r.pending = nullptr;
     r.failures = 0;
     flush_queue(r);
@@ -294,6 +296,11 @@ void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRo
     }
     switch (s.kind()) {
     case StreamKind::InnerIn:
+        if (!is_local(r.from_domain)) {
+            bounce(r.head, StanzaError::NotAllowed,
+                   fmt::format("{} is not (or no longer) a domain of this gateway", r.from_domain), {}, true);
+            return;
+        }
         if (is_local(r.to_domain)) {
             bounce(r.head, StanzaError::ServiceUnavailable, "local domain routed through the gateway");
             return;
@@ -336,22 +343,41 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
         if (it->second == s.id()) it = outgoing_by_target_.erase(it);
         else ++it;
     }
-    for (auto& [key, r] : routes_) {
-        if (r.ready == &s) r.ready = nullptr;
-        if (r.pending == &s) {
-            r.pending = nullptr;
-            ++r.failures;
-            // 1, 2, 4 ... 60 s before a preconnected route tries again.
-            r.retry_at = static_cast<TimeMs>(uv_now(loop_)) + std::min<TimeMs>(60000, 1000LL << std::min(r.failures - 1, 6));
-            fail_queue(r, info.bounce, info.reason);
-        } else if (!r.ready && !r.pending && !r.resolving && !r.waiting_on && !r.queue.empty() && !stopping_) {
-            reevaluate(r); // the carrying stream went away with stanzas waiting
+    auto bound = stream_routes_.find(s.id());
+    if (bound != stream_routes_.end()) {
+        std::vector<DomainPair> keys = std::move(bound->second);
+        stream_routes_.erase(bound);
+        for (const auto& k : keys) {
+            auto rt = routes_.find(k);
+            if (rt == routes_.end()) continue;
+            Route& r = rt->second;
+            if (r.ready == &s) r.ready = nullptr;
+            if (r.pending == &s) {
+                r.pending = nullptr;
+                ++r.failures;
+                // 1, 2, 4 ... 60 s before a preconnected route tries again.
+                r.retry_at = now_ms() + std::min<TimeMs>(60000, 1000LL << std::min(r.failures - 1, 6));
+                fail_queue(r, info.bounce, info.reason);
+            } else if (!r.ready && !r.resolving && !r.waiting_on && !r.queue.empty() && !stopping_) {
+                reevaluate(r); // the carrying stream went away with stanzas waiting
+            }
         }
     }
     reevaluate_waiters(s.id());
 }
 
 // ------------------------------------------------------------- routing
+
+void Gateway::bind_ready(Route& r, Stream* s) {
+    if (r.ready == s) return;
+    r.ready = s;
+    if (s) stream_routes_[s->id()].emplace_back(r.from, r.to);
+}
+
+void Gateway::bind_pending(Route& r, Stream* s) {
+    r.pending = s;
+    if (s) stream_routes_[s->id()].emplace_back(r.from, r.to);
+}
 
 Gateway::Route& Gateway::route_for(std::string_view from, std::string_view to) {
     auto it = routes_.find(std::pair<std::string_view, std::string_view>(from, to));
@@ -365,13 +391,19 @@ Gateway::Route& Gateway::route_for(std::string_view from, std::string_view to) {
 }
 
 void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
-                      std::string_view raw, const xmpp::StanzaHead& head) {
+                      std::string_view raw, const xmpp::StanzaHead& head, std::optional<bool> to_local_server) {
     Route& r = route_for(from_dom, to_dom);
+    if (to_local_server && r.upstream != *to_local_server) {
+        // A domain that stopped being local (cert remove) still lives on the
+        // local server: answers to its users go upstream.
+        r.upstream = *to_local_server;
+        r.ready = nullptr;
+    }
     if (r.ready && !r.ready->session().can_send(from_dom, to_dom)) r.ready = nullptr;
     if (!r.ready && !r.upstream && !muxes_.empty()) {
         // A multiplexed stream that already carries both names wins.
         MuxVerdict v = classify(from_dom, to_dom);
-        if (v.kind == MuxVerdict::Send) r.ready = v.stream;
+        if (v.kind == MuxVerdict::Send) bind_ready(r, v.stream);
     }
     if (r.ready && r.queue.empty()) {
         auto& sess = r.ready->session();
@@ -443,7 +475,8 @@ void Gateway::fail_queue(Route& r, StanzaError cond, const std::string& reason) 
     }
 }
 
-void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string_view text, std::string_view payload) {
+void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string_view text, std::string_view payload,
+                     std::optional<bool> to_local_server) {
     if (!xmpp::may_bounce(head)) {
         ++stats_.stanzas_dropped;
         log::info(kCtx, "dropped <{} type='{}'/> from {} to {} ({}): errors are never answered", head.name,
@@ -463,7 +496,7 @@ void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string
     std::string xml;
     xmpp::write_bounce(xml, head, cond, text, payload);
     xmpp::StanzaHead bh{head.name, head.to, head.from, head.id, "error"};
-    deliver(from_dom, to_dom, nullptr, xml, bh);
+    deliver(from_dom, to_dom, nullptr, xml, bh, to_local_server);
 }
 
 void Gateway::establish(Route& r) {
@@ -524,7 +557,7 @@ void Gateway::connect_route(const DomainPair& key, std::vector<route::Target> ta
     Stream* s = Stream::connect(ctx_, kind, std::move(cfg), std::move(targets), id, cfg_.connect_timeout_ms);
     ++stats_.streams_connected;
     streams_[id] = s;
-    r.pending = s;
+    bind_pending(r, s);
 }
 
 // --------------------------------------------------------- dialback verify
@@ -581,6 +614,9 @@ void Gateway::tick() {
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
     admin_tick(now);
     preconnect();
+    // Safety net: a queue that nothing is working on gets a route again.
+    for (auto& [key, r] : routes_)
+        if (!r.queue.empty() && !r.ready && !r.pending && !r.resolving && !r.waiting_on) reevaluate(r);
     for (auto& [key, r] : routes_) {
         if (r.queue.empty() || now - r.queue.front().at < static_cast<TimeMs>(cfg_.queue_timeout_ms)) continue;
         // Bounce what waited too long; keep the rest queued.

@@ -145,8 +145,9 @@ private:
 
     Route& route_for(std::string_view from, std::string_view to);
     // Delivers a parsed stanza or a serialized one (bounces) on (from, to).
+    // `to_local_server`: deliver on the upstream side (default: when `to_dom` is local).
     void deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
-                 std::string_view raw, const xmpp::StanzaHead& head);
+                 std::string_view raw, const xmpp::StanzaHead& head, std::optional<bool> to_local_server = {});
     void enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head);
     void establish(Route& r);
     MuxVerdict classify(std::string_view from, std::string_view to);
@@ -157,11 +158,14 @@ private:
     void flush_queue(Route& r);
     void fail_queue(Route& r, xmpp::StanzaError cond, const std::string& reason);
     void bounce(const xmpp::StanzaHead& head, xmpp::StanzaError cond, std::string_view text,
-                std::string_view payload = {});
+                std::string_view payload = {}, std::optional<bool> to_local_server = {});
     void start_verify(std::uint64_t requester, const xmpp::DialbackRequest& r);
     void verify_failed(std::uint64_t verify_stream, const std::string& reason);
     void flush_dirty();
     void tick();
+    // Route <-> stream links, indexed so a close touches only its routes.
+    void bind_ready(Route& r, net::Stream* s);
+    void bind_pending(Route& r, net::Stream* s);
     void add_local(const std::string& d);
     void remove_local(const std::string& d);
     TimeMs now_ms() const { return static_cast<TimeMs>(uv_now(loop_)); }
@@ -182,11 +186,13 @@ private:
     std::unordered_map<std::uint64_t, std::unique_ptr<MuxPeer>> muxes_;   // by stream id
     std::vector<std::unique_ptr<MuxPeer>> mux_graveyard_;                   // freed outside callbacks
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> waiters_; // routes waiting on a stream
+    std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> stream_routes_; // routes a stream is ready/pending for
     std::unordered_map<std::string, std::uint64_t> outgoing_by_target_;   // "addr:port" -> outer-out stream id
     std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
     std::uint64_t next_id_ = 1;
     GatewayStats stats_;
     bool stopping_ = false;
+    bool handles_ = false; // prepare_/check_/tick_ initialised
     std::unique_ptr<admin::Server> admin_;
     std::vector<std::shared_ptr<AdminAdd>> admin_adds_;
 

@@ -169,7 +169,7 @@ void Gateway::reevaluate(Route& r) {
     MuxVerdict v = classify(r.from, r.to);
     switch (v.kind) {
     case MuxVerdict::Send:
-        r.ready = v.stream;
+        bind_ready(r, v.stream);
         flush_queue(r);
         return;
     case MuxVerdict::Wait:

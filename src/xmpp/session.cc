@@ -304,6 +304,11 @@ bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
     send_header();
     send_features();
     state_ = State::Negotiating;
+    if (!bidi_out_after_restart_.empty()) {
+        std::string d = std::move(bidi_out_after_restart_);
+        bidi_out_after_restart_.clear();
+        add_pair_out(local_domain_, d, AuthMethod::Bidi);
+    }
     return true;
 }
 
@@ -456,7 +461,10 @@ void Session::recv_auth(const xml::Node& el) {
     sasl_done_ = true;
     remote_domain_ = domain;
     add_pair_in(domain, local_domain_, AuthMethod::SaslExternal);
-    if (bidi_) add_pair_out(local_domain_, domain, AuthMethod::Bidi);
+    // The reverse direction opens only once the initiator has restarted the
+    // stream: anything we sent between <success/> and its new header would
+    // be parsed as part of the old stream and rejected.
+    if (bidi_) bidi_out_after_restart_ = domain;
     restart_ = Restart::Sasl;
 }
 

@@ -340,6 +340,7 @@ private:
     bool dialback_offered_ = false;   // initiator: last features offered dialback
     bool sent_close_ = false;
     std::string external_tried_for_; // initiator: EXTERNAL failed for this domain
+    std::string bidi_out_after_restart_; // receiver: reverse direction once the SASL restart is done
 
     DomainPairSet in_;         // (from remote, to local)
     DomainPairSet out_pairs_;  // (from local, to remote)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -228,7 +229,10 @@ struct LoopFixture {
         sock = (dir.path / "admin.sock").string();
         log::capture(&logs);
     }
-    ~LoopFixture() { log::capture(nullptr); if (std::getenv("ADMIN_TEST_LOGS")) std::fputs(logs.c_str(), stderr); }
+    ~LoopFixture() {
+        log::capture(nullptr);
+        if (std::getenv("ADMIN_TEST_LOGS")) std::fputs(logs.c_str(), stderr); // debugging aid
+    }
 
     // Runs the loop until nothing is left; uv_loop_close() must succeed.
     void finish() {

@@ -129,7 +129,7 @@ class Pki:
     def issue(self, domain: str, *, names: list[str] | None = None,
               ca: CertAuthority | None = None, expired: bool = False,
               srv_names: bool = True, xmpp_addr: bool = False,
-              tag: str = "") -> DomainCert:
+              tag: str = "", days: int = 365) -> DomainCert:
         """Issue a server certificate for `domain`.
 
         names: dNSNames to put on it (default: [domain]); pass other names
@@ -140,6 +140,7 @@ class Pki:
         srv_names: add SRVName _xmpp-server.NAME for each name.
         xmpp_addr: add XmppAddr NAME (crashes ejabberd 23.01; off by default).
         tag: file name suffix to keep several certificates for one domain.
+        days: validity (from yesterday), e.g. a longer one for a renewal.
         """
         ca = ca or self.ca
         names = list(names) if names is not None else [domain]
@@ -171,7 +172,7 @@ class Pki:
             lines.append(f'expiration_date = "{_date(now - _dt.timedelta(days=1))}"')
         else:
             lines.append(f'activation_date = "{_date(now - _dt.timedelta(days=1))}"')
-            lines.append("expiration_days = 365")
+            lines.append(f"expiration_days = {days}")
         tmpl.write_text("\n".join(lines) + "\n")
         _run(["--generate-certificate", "--load-privkey", str(key),
               "--load-ca-certificate", str(ca.cert), "--load-ca-privkey", str(ca.key),

@@ -53,6 +53,7 @@ class Client:
         self.messages: list[slixmpp.Message] = []   # chat/normal/headline received
         self.errors: list[slixmpp.Message] = []     # type='error' messages (bounces)
         self.presences: list[slixmpp.Presence] = []  # every presence received
+        self.received_at: dict[str, float] = {}      # body -> time.monotonic() of arrival
         self.session_started = False
         self.auth_failed = False
         self.disconnected = False
@@ -88,6 +89,7 @@ class Client:
 
     def _on_message(self, msg):
         self.messages.append(msg)
+        self.received_at[msg["body"]] = time.monotonic()
 
     def _on_message_error(self, msg):
         self.errors.append(msg)

@@ -198,6 +198,28 @@ class S2smuxd(Server):
         super().start(timeout)
         return self
 
+    @property
+    def admin_socket(self) -> Path | None:
+        a = (self.config.get("gateway") or {}).get("admin_socket")
+        if not a:
+            return None
+        p = Path(a)
+        return p if p.is_absolute() else self.dir / p
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """`s2smuxctl --socket <admin socket> ARGS...` (binary from $S2SMUXCTL,
+        else next to the daemon's build directory)."""
+        ctl = Path(os.environ.get("S2SMUXCTL") or self.binary.parent / "tools" / "ctl" / "s2smuxctl")
+        return subprocess.run([str(ctl), "--socket", str(self.admin_socket), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def ctl_ok(self, *args: str) -> list[str]:
+        """ctl() that must succeed; returns its output lines."""
+        r = self.ctl(*args)
+        if r.returncode != 0:
+            raise AssertionError(f"s2smuxctl {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+        return r.stdout.splitlines()
+
     def check_config(self) -> subprocess.CompletedProcess:
         """`s2smuxd -t --config FILE` (config check only)."""
         self.write_config()

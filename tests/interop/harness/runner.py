@@ -72,10 +72,12 @@ class TestRun:
             self._pki = Pki(self.dir / "pki")
         return self._pki
 
-    def clients(self) -> Clients:
-        """The slixmpp client loop of this run (created on first use)."""
+    def clients(self, level: int | None = None) -> Clients:
+        """The slixmpp client loop of this run (created on first use).
+        level: clients.log level on creation (default DEBUG, every stanza;
+        logging.INFO keeps many-client tests fast)."""
         if self._clients is None:
-            self._clients = Clients(self.dir)
+            self._clients = Clients(self.dir) if level is None else Clients(self.dir, level=level)
         return self._clients
 
     def add(self, server):
