@@ -129,7 +129,7 @@ class Pki:
     def issue(self, domain: str, *, names: list[str] | None = None,
               ca: CertAuthority | None = None, expired: bool = False,
               srv_names: bool = True, xmpp_addr: bool = False,
-              tag: str = "", days: int = 365) -> DomainCert:
+              tag: str = "", days: int = 365, starts_in_days: int = 0) -> DomainCert:
         """Issue a server certificate for `domain`.
 
         names: dNSNames to put on it (default: [domain]); pass other names
@@ -141,6 +141,7 @@ class Pki:
         xmpp_addr: add XmppAddr NAME (crashes ejabberd 23.01; off by default).
         tag: file name suffix to keep several certificates for one domain.
         days: validity (from yesterday), e.g. a longer one for a renewal.
+        starts_in_days: > 0 for a certificate that is not valid yet.
         """
         ca = ca or self.ca
         names = list(names) if names is not None else [domain]
@@ -149,6 +150,8 @@ class Pki:
             stem += "-untrusted"
         if expired:
             stem += "-expired"
+        if starts_in_days > 0:
+            stem += "-future"
         key = self.dir / f"{stem}.key"
         cert = self.dir / f"{stem}.crt"
         tmpl = self.dir / f"{stem}.tmpl"
@@ -170,6 +173,9 @@ class Pki:
         if expired:
             lines.append(f'activation_date = "{_date(now - _dt.timedelta(days=30))}"')
             lines.append(f'expiration_date = "{_date(now - _dt.timedelta(days=1))}"')
+        elif starts_in_days > 0:
+            lines.append(f'activation_date = "{_date(now + _dt.timedelta(days=starts_in_days))}"')
+            lines.append(f'expiration_date = "{_date(now + _dt.timedelta(days=starts_in_days + days))}"')
         else:
             lines.append(f'activation_date = "{_date(now - _dt.timedelta(days=1))}"')
             lines.append(f"expiration_days = {days}")

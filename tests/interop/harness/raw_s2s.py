@@ -99,11 +99,16 @@ class RawS2S:
         self.sock = ctx.wrap_socket(self.sock, server_hostname=self.to)
         self.received = ""
 
-    def authenticate(self) -> None:
-        """STARTTLS + SASL EXTERNAL as `frm`; leaves an authenticated stream."""
+    def authenticate(self, bidi: bool = False) -> None:
+        """STARTTLS + SASL EXTERNAL as `frm` (after enabling bidi if asked);
+        leaves an authenticated stream whose features are in `received`."""
         self.open_stream()
         self.starttls()
         self.open_stream()
+        if bidi:
+            if "urn:xmpp:features:bidi" not in self.received:
+                raise AssertionError(f"bidi not offered: {self.received!r}")
+            self.send("<bidi xmlns='urn:xmpp:bidi'/>")
         if "EXTERNAL" not in self.received:
             raise AssertionError(f"SASL EXTERNAL not offered: {self.received!r}")
         authzid = base64.b64encode(self.frm.encode()).decode()
@@ -111,6 +116,14 @@ class RawS2S:
         self.read_until("<success")
         self.received = ""
         self.open_stream()
+
+    def enable_mux(self) -> None:
+        """After authenticate(bidi=True): enable multiplexing."""
+        if "urn:s2smux:mux:0" not in self.received:
+            raise AssertionError(f"multiplexing not offered: {self.received!r}")
+        self.received = ""
+        self.send("<enable xmlns='urn:s2smux:mux:0'/>")
+        self.read_until("<enabled")
 
     def close(self) -> None:
         try:
