@@ -2,21 +2,28 @@
 # The README's first command: installs what is missing, builds, and runs the
 # s2smux demo (tools/demo/demo.py):
 #
-#   ./tools/demo.sh [--keep-running] [--dir DIR]
+#   ./tools/demo.sh [--single] [--keep-running] [--dir DIR]
 #
-# A Prosody hosting a.test behind s2smuxd federates with a plain Prosody
-# hosting b.test, all on 127.0.0.1 with certificates issued at demo time by
-# the demo CA (certs/ca.pem, TEST ONLY). Two slixmpp clients, alice@a.test and
-# bob@b.test, exchange messages both ways and subscribe to each other's
-# presence; every step is printed, then an excerpt of the gateway's log and a
-# summary. Everything is stopped at the end: exit status 0 on success,
-# non-zero (with the tails of the logs) on failure.
+# Two clouds, multiplexed: Prosody A (a1.test a2.test a3.test, and c.test)
+# behind s2smuxd A, Prosody B (b1.test b2.test b3.test) behind s2smuxd B, all
+# on 127.0.0.1 with certificates issued at demo time by the demo CA
+# (certs/ca.pem, TEST ONLY). Clients exchange messages across every domain
+# pair, both ways, over ONE connection between the gateways (s2smuxctl
+# streams and domains, and the kernel's TCP table, show it). Then s2smuxctl
+# adds c.test to the live stream, replaces its certificate with a renewal and
+# removes it, after which carol@c.test's message is refused with an error;
+# then s2smuxctl stats and a summary. Everything is stopped at the end: exit
+# status 0 on success, non-zero (with the tails of the logs) on failure.
 #
+#   --single        the single-gateway demo instead: Prosody a.test behind
+#                   s2smuxd federating with a plain Prosody b.test (standard
+#                   S2S, no second gateway)
 #   --keep-running  leave the servers up afterwards and print how to connect a
-#                   client by hand; Ctrl-C stops them
-#   --dir DIR       run directory: configs, certificates, data and logs
-#                   (default: demo-run/ in the repository, git-ignored); it is
-#                   wiped at start
+#                   client by hand and the s2smuxctl admin sockets; Ctrl-C
+#                   stops them
+#   --dir DIR       run directory: configs, certificates, data, sockets and
+#                   logs (default: demo-run/ in the repository, git-ignored);
+#                   it is wiped at start
 #   -h, --help      this help
 #
 # Needs Debian 12; installing missing packages needs root (or sudo). Apart
@@ -31,6 +38,7 @@ demo_args=()
 while (($#)); do
     case "$1" in
         --keep-running) demo_args+=(--keep-running); shift ;;
+        --single) demo_args+=(--single); shift ;;
         --dir)
             if (($# < 2)) || [[ -z "$2" ]]; then echo "demo.sh: --dir needs a directory" >&2; exit 2; fi
             demo_args+=(--dir "$2"); shift 2 ;;

@@ -97,6 +97,7 @@ private:
         net::Stream* stream = nullptr; // Send
         std::uint64_t peer = 0;        // Wait: stream id
         std::string reason;            // Refuse
+        xmpp::StanzaError cond = xmpp::StanzaError::RemoteServerTimeout; // Refuse
     };
     struct PendingVerify {
         std::uint64_t requester = 0;    // stream id of the incoming stream

@@ -126,7 +126,9 @@ Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to
         auto& m = *p->mux;
         bool to_ok = m.peer_has(to);
         if (!to_ok && m.peer_withdrew(to))
-            return {MuxVerdict::Refuse, nullptr, id, fmt::format("{} was withdrawn by its gateway", to)};
+            // The peer's own decision, not a transient failure: do not retry.
+            return {MuxVerdict::Refuse, nullptr, id, fmt::format("{} was withdrawn by its gateway", to),
+                    StanzaError::NotAllowed};
         if (!to_ok && !m.peer_expected(to)) continue;
         if (m.ours_has(from)) {
             if (to_ok) return {MuxVerdict::Send, p->stream, id, {}};
@@ -178,7 +180,7 @@ void Gateway::reevaluate(Route& r) {
         wait_on(r, v.peer);
         return;
     case MuxVerdict::Refuse:
-        fail_queue(r, StanzaError::RemoteServerTimeout, v.reason);
+        fail_queue(r, v.cond, v.reason);
         return;
     case MuxVerdict::None:
         break;

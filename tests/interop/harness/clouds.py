@@ -127,7 +127,7 @@ class TwoClouds:
             self.a_domains, self.a_outer, self.a_outer_tls))
         extra = {}
         if prosody_tcp_backlog:
-            extra["network_settings"] = {"tcp_backlog": prosody_tcp_backlog}
+            extra["network_settings"] = {"tcp_backlog": prosody_tcp_backlog, "nagle": False}
         extra.update(prosody_extra_global or {})
         common = dict(pki=pki, s2s_secure_auth=False, users=self.users,
                       stanza_debug=stanza_debug, log_level=prosody_log_level,
