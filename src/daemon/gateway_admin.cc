@@ -5,6 +5,7 @@
 #include "daemon/mux_peer.h"
 
 #include "common/log.h"
+#include "common/timefmt.h"
 #include "net/work.h"
 
 #include <fmt/format.h>
@@ -20,15 +21,6 @@ namespace {
 
 constexpr TimeMs kAdminAddTimeoutMs = 15000;
 
-std::string iso8601(std::int64_t t) {
-    if (t == 0) return "-";
-    std::time_t tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 std::string join(const std::vector<std::string>& v, const char* sep = ",") {
     std::string s;
@@ -52,7 +44,7 @@ void Gateway::domains(admin::Done done) {
     Table t{{"DOMAIN"}, {"CERT_EXPIRES"}, {"STREAM"}, {"PEER"}, {"STATE"}};
     for (const auto& d : local_domains_) {
         auto cert = certs_.find(d);
-        std::string exp = cert ? iso8601(cert->identity.not_after) : "no-certificate";
+        std::string exp = cert ? iso8601_utc(cert->identity.not_after) : "no-certificate";
         if (muxes_.empty()) {
             t.add({d, exp, "-", "-", "no-mux-stream"});
             continue;
@@ -72,10 +64,10 @@ void Gateway::domains(admin::Done done) {
 void Gateway::certs(admin::Done done) {
     Table t{{"SIDE"}, {"STREAM"}, {"EXPIRES"}, {"NAMES"}, {"SUBJECT"}};
     for (const auto& c : certs_.all())
-        t.add({"local", "-", iso8601(c->identity.not_after), join(c->identity.names()), cell(c->identity.subject)});
+        t.add({"local", "-", iso8601_utc(c->identity.not_after), join(c->identity.names()), cell(c->identity.subject)});
     for (const auto& [id, p] : muxes_)
         for (const auto& e : p->mux->peer())
-            t.add({e.add_id == "tls" ? "peer-tls" : "peer", fmt::format("s{}", id), iso8601(e.not_after), join(e.names),
+            t.add({e.add_id == "tls" ? "peer-tls" : "peer", fmt::format("s{}", id), iso8601_utc(e.not_after), join(e.names),
                    cell(e.subject)});
     done(Reply::ok(t.render()));
 }
@@ -178,14 +170,14 @@ void Gateway::install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, a
     certs_.add(cert);
     for (const auto& n : names) add_local(n);
     log::info("admin", "{} certificate {} for {} (valid until {})", replace ? "replaced" : "added", subject, join(names),
-              iso8601(cert->identity.not_after));
+              iso8601_utc(cert->identity.not_after));
 
     auto a = std::make_shared<AdminAdd>();
     a->done = std::move(done);
     a->domain = names.front();
     a->started = static_cast<TimeMs>(uv_now(loop_));
     a->lines.push_back(fmt::format("{} {} names={} expires={}", replace ? "replaced" : "loaded", cell(subject), join(names),
-                                   iso8601(cert->identity.not_after)));
+                                   iso8601_utc(cert->identity.not_after)));
     for (auto& [id, p] : muxes_) {
         if (p->closed) continue;
         a->waiting[id] = fmt::format("s{} peer={}", id, cell(p->stream->session().remote_domain()));

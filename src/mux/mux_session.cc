@@ -2,6 +2,7 @@
 
 #include "common/base64.h"
 #include "common/log.h"
+#include "common/timefmt.h"
 #include "xml/writer.h"
 #include "xmpp/jid.h"
 
@@ -26,14 +27,6 @@ bool parse_id(std::string_view s, std::uint64_t& out) {
     return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
-std::string iso8601(std::int64_t t) {
-    std::time_t tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 std::string_view condition_of(const xml::Node& el) {
     for (const xml::Node* c = el.first; c; c = c->next)
@@ -399,7 +392,7 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
         it->add_id = id;
         it->chain_der = std::move(chain);
         log::info(session_.log_context(), "mux: replaced the peer's certificate {} (now valid until {})",
-                  res.identity.subject, iso8601(res.identity.not_after));
+                  res.identity.subject, iso8601_utc(res.identity.not_after));
     } else {
         peer_names_.add(res.names);
         peer_name_total_ += res.names.size();
@@ -408,7 +401,7 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
     ++stats_.peer_adds_ok;
     std::string x;
     xml::Writer w(x);
-    w.open("added").xmlns(kNs).attr("id", id).attr("domain", domain).attr("expires", iso8601(res.identity.not_after));
+    w.open("added").xmlns(kNs).attr("id", id).attr("domain", domain).attr("expires", iso8601_utc(res.identity.not_after));
     for (const auto& n : res.names) w.open("name").text(n).close();
     w.close();
     session_.send_raw(x);
@@ -631,7 +624,7 @@ void MuxSession::mux_timer(TimeMs now) {
         std::string x;
         xml::Writer w(x);
         w.open("revoke").xmlns(kNs).attr("domain", name).open("expired").close();
-        w.open("text").text(fmt::format("certificate {} expired on {}", peer_[i].subject, iso8601(peer_[i].not_after))).close();
+        w.open("text").text(fmt::format("certificate {} expired on {}", peer_[i].subject, iso8601_utc(peer_[i].not_after))).close();
         w.close();
         drop_peer_cert(i, "expired");
         session_.send_raw(x);
