@@ -176,6 +176,9 @@ private:
     Config cfg_;
     tls::CertStore certs_;
     tls::TrustStore trust_;
+    // Chains that verified (thread-safe): a re-add after a reconnect skips
+    // chain verification, never the name check or the proof.
+    mux::ChainCache mux_chains_{trust_};
     std::unique_ptr<xmpp::DialbackKeys> keys_;
     std::unique_ptr<route::Resolver> resolver_;
     net::Context ctx_;

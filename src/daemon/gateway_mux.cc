@@ -33,8 +33,9 @@ void Gateway::MuxPeer::mux_sign(std::shared_ptr<const tls::LocalCert> cert, std:
 void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux::AddCheckResult)> done) {
     auto res = std::make_shared<mux::AddCheckResult>();
     const tls::TrustStore* trust = &gw.trust_;
+    mux::ChainCache* cache = &gw.mux_chains_;
     net::run_in_pool(
-        gw.loop_, [trust, in = std::move(in), res] { *res = mux::check_add(*trust, in); },
+        gw.loop_, [trust, cache, in = std::move(in), res] { *res = mux::check_add(*trust, in, cache); },
         [res, done = std::move(done)] { done(std::move(*res)); });
 }
 
