@@ -17,6 +17,7 @@ Prints a table and a JSON line. Exit status 1 if not every add was accepted.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import re
@@ -65,16 +66,23 @@ def stats(path: Path) -> dict[str, int]:
     return out
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, key: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of the whole process (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def log_time(line: str) -> float:
     m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z", line)
-    t = time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + int(m.group(2)) / 1000.0
+    # The daemon logs UTC.
+    t = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + int(m.group(2)) / 1000.0
     return t
 
 
@@ -83,6 +91,9 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--build", default="build")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--default-limits", action="store_true",
+                    help="leave gateway B's [mux] limits at the daemon's defaults (max_domains, max_pending, "
+                         "add_rate, add_burst) instead of raising them to --count")
     args = ap.parse_args()
     binary = ROOT / args.build / "s2smuxd"
     gencerts = ROOT / args.build / "bench" / "s2smux-gencerts"
@@ -102,8 +113,9 @@ def main() -> int:
         "upstream": {"address": f"127.0.0.1:{free_port()}"},
         "tls": {"ca_file": str(certdir / "ca.pem"), "policy": "required"},
         "cert": [{"cert": str(certdir / "peer.bench.test.pem"), "key": str(certdir / "peer.bench.test.key")}],
-        "mux": {"max_domains": args.count + 10, "add_burst": args.count + 10, "add_rate": 1000000,
-                "max_pending": args.count + 10},
+        "mux": ({} if args.default_limits else
+                {"max_domains": args.count + 10, "add_burst": args.count + 10, "add_rate": 1000000,
+                 "max_pending": args.count + 10}),
         "log": {"level": "info"},
     }
     cfg_a = {
@@ -122,6 +134,8 @@ def main() -> int:
         gb.start()
         time.sleep(0.3)
         rss_b0 = rss_kib(gb.proc.pid)
+        load0 = os.getloadavg()
+        cpu_b0 = cpu_s(gb.proc.pid)
         t_start = time.monotonic()
         ga.start(timeout=120)
         load_s = time.monotonic() - t_start
@@ -139,8 +153,12 @@ def main() -> int:
                 break
             time.sleep(0.2)
         st = stats(gb.dir / "admin.sock")
+        # A: everything since exec (loading the certificates, then signing the
+        # proofs, which overlaps with start-up); B: from before A connected.
+        cpu_a1, cpu_b1 = cpu_s(ga.proc.pid), cpu_s(gb.proc.pid)
         rss_b1 = rss_kib(gb.proc.pid)
         rss_a = rss_kib(ga.proc.pid)
+        hwm_a, hwm_b = rss_kib(ga.proc.pid, "VmHWM"), rss_kib(gb.proc.pid, "VmHWM")
         log_b = gb.log_text().splitlines()
         enabled = [log_time(l) for l in log_b if "multiplexing enabled" in l]
         accepted = [log_time(l) for l in log_b if "mux: accepted the peer's" in l]
@@ -154,14 +172,26 @@ def main() -> int:
             "gw_b_bytes_per_domain": round((rss_b1 - rss_b0) * 1024 / max(1, adds_ok)),
             "gw_a_rss_kib": rss_a, "gw_a_start_s": round(load_s, 2), "certgen_s": round(gen_s, 2),
             "connections": admin(gb.dir / "admin.sock", "streams").__len__() - 1,
+            "gw_a_cpu_s": round(cpu_a1, 2),
+            "gw_b_cpu_s_adds": round(cpu_b1 - cpu_b0, 2), "gw_a_hwm_kib": hwm_a, "gw_b_hwm_kib": hwm_b,
+            "failed_by_reason": {k.rsplit(".", 1)[1]: v for k, v in st.items()
+                                 if k.startswith("mux.peer_adds_failed.")},
+            "b_mux_limits": "defaults" if args.default_limits else "raised to --count",
+            "loadavg": [round(x, 2) for x in load0],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        print(f"domains added on one stream : {adds_ok} ok, {adds_failed} failed (of {want})")
+        print(f"domains added on one stream : {adds_ok} ok, {adds_failed} failed (of {want})"
+              + (f", failures: {res['failed_by_reason']}" if adds_failed else ""))
         print(f"enable -> last added        : {res['seconds_enable_to_last_added']} s "
               f"({res['adds_per_s']} adds/s)")
         print(f"receiving gateway RSS       : {rss_b0} KiB -> {rss_b1} KiB "
               f"({res['gw_b_bytes_per_domain']} bytes per domain)")
         print(f"adding gateway RSS          : {rss_a} KiB with {args.count} certificates loaded "
               f"(start-up {res['gw_a_start_s']} s)")
+        print(f"CPU                         : adding gateway {res['gw_a_cpu_s']} s in all (load, sign), receiving "
+              f"gateway "
+              f"{res['gw_b_cpu_s_adds']} s ({1000 * res['gw_b_cpu_s_adds'] / max(1, adds_ok + adds_failed):.2f} ms "
+              f"per add); load average {' '.join(map(str, res['loadavg']))}")
         print(json.dumps(res))
         ok = adds_ok == want and adds_failed == 0
     finally:

@@ -23,6 +23,10 @@ struct ProcStats {
     std::uint64_t hwm_kb = 0; // VmHWM (peak RSS)
 };
 Result<ProcStats> read_proc_stats(pid_t pid);
+// utime + stime of one thread (/proc/PID/task/TID/stat); for s2smuxd, the
+// thread whose TID is its PID runs the event loop, the others are libuv's
+// thread pool (certificate loading, signatures, chain verification).
+double read_thread_cpu_s(pid_t pid, pid_t tid);
 
 // Busy CPU seconds of the whole machine so far (/proc/stat, all CPUs, not
 // idle or iowait): minus the daemon's and the tool's own, it shows how much
@@ -46,8 +50,14 @@ public:
     // Writes the config, starts the daemon, waits (up to 10 s) until its
     // inner listener accepts connections.
     Result<void> start(const GatewayParams& p);
+    // The same with a complete configuration (TOML text): writes
+    // <work_dir>/<name>.toml, logs to <work_dir>/<name>.log and waits (up to
+    // `timeout_ms`) until 127.0.0.1:`ready_port` accepts connections.
+    Result<void> start_config(const std::string& binary, const std::string& work_dir, const std::string& name,
+                              const std::string& config, std::uint16_t ready_port, int timeout_ms = 10000);
 
     std::uint16_t inner_port() const { return inner_port_; }
+    const std::string& name() const { return name_; }
     pid_t pid() const { return pid_; }
     bool running() const { return pid_ > 0 && !exited_; }
     // Reaps the child if it has exited; true once it has.
@@ -66,6 +76,10 @@ private:
     int status_ = 0;
     std::uint16_t inner_port_ = 0;
     std::string log_path_;
+    std::string name_ = "s2smuxd";
 };
+
+// A TOML basic string: "..." with " and \\ escaped.
+std::string toml_str(const std::string& s);
 
 } // namespace s2smux::load

@@ -1,10 +1,13 @@
 // s2smux-load: stanzas per second through one s2smuxd hop on loopback,
 // against a direct connection between the same generator and sink as the
-// tool's own ceiling. See bench/RESULTS.md for figures and how to run it.
+// tool's own ceiling; and (--topology mux) stanza latency on one busy
+// multiplexed stream between two gateways while domains are added to it.
+// See bench/RESULTS.md for figures and how to run it.
 #include "common/log.h"
 #include "s2smux_version.h"
 #include "tls/channel.h"
 #include "tools/load/bench.h"
+#include "tools/load/mux_bench.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -52,8 +55,38 @@ void usage(std::FILE* f) {
         "  -v, --verbose     log the streams' events (info level)\n"
         "  -h, --help\n"
         "\n"
-        "Exit status: 0 all stanzas arrived intact and in order, 1 otherwise\n"
-        "(or s2smuxd died or did not shut down cleanly), 2 bad usage.\n",
+        "Two gateways, one multiplexed stream (--topology mux):\n"
+        "  generator -> [gateway A inner] ==mux stream==> [gateway B] -> sink (B's local server)\n"
+        "Phases: warm-up, capacity (closed loop, saturated), settle, then measured:\n"
+        "idle (traffic, no adds), adds (N `cert add` pipelined to A's admin socket,\n"
+        "until the N-th answer), after (traffic, no adds). Latency per phase in which\n"
+        "each stanza was sent; the ratio adds p99 / idle p99.\n"
+        "  --topology T      hop (default: one s2smuxd, as above) or mux\n"
+        "  --adds N          domains d1..dN.bench.test added during the add phase (default 1000)\n"
+        "  --add-conns K     admin connections the adds are spread over (default 1: one\n"
+        "                    pipelined connection; the daemon runs them one at a time)\n"
+        "  --rate R          open-loop stanzas/s; 'auto' (default): --rate-fraction x the\n"
+        "                    capacity measured in the closed-loop phase; 0: closed loop with\n"
+        "                    --window in flight throughout (saturated variant)\n"
+        "  --rate-fraction F default 0.6\n"
+        "  --capacity-time S closed-loop capacity phase (default 4 s)\n"
+        "  --settle S        open loop before the baseline (default 2 s)\n"
+        "  --idle S          baseline phase (default 10 s)\n"
+        "  --after S         phase after the adds (default 10 s)\n"
+        "  --max-inflight N  open loop: stanzas in flight at most (default 400000)\n"
+        "  --dialback M      verify (default: the sink checks B's key through B's inner\n"
+        "                    listener, like a real server) or accept (trust it)\n"
+        "  --gw-log-level L  the gateways' [log] level (default info)\n"
+        "  --gencerts PATH   s2smux-gencerts (default: bench/s2smux-gencerts in the build directory)\n"
+        "  --timeline        print p99/max latency per --bucket seconds (default 0.5)\n"
+        "  --pace-us U       open loop: the sender wakes every U microseconds (default 200)\n"
+        "  --nice-pool N     experiment: renice the gateways' thread-pool threads (not the\n"
+        "                    event loops) to N once the mux stream is up; 'idle': SCHED_IDLE\n"
+        "  --quick           (mux) CI smoke test: 1 s phases, 20 adds unless --adds\n"
+        "\n"
+        "Exit status: 0 all stanzas arrived intact and in order (mux: and every add\n"
+        "was accepted), 1 otherwise (or s2smuxd died or did not shut down cleanly),\n"
+        "2 bad usage. Timing targets are reported, never enforced.\n",
         f);
 }
 
@@ -102,6 +135,131 @@ std::string result_json(const BenchResult& r) {
     return j + "}";
 }
 
+std::string phase_json(const PhaseStats& p) {
+    return fmt::format("{{\"phase\":{},\"seconds\":{},\"stanzas\":{},\"stanzas_per_s\":{},\"p50_ms\":{},"
+                       "\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"gen_lag_p99_ms\":{},\"gen_lag_max_ms\":{},"
+                       "\"gw_a_cpu_s\":{},\"gw_b_cpu_s\":{},\"gw_a_loop_cpu_s\":{},\"gw_b_loop_cpu_s\":{},\"tool_cpu_s\":{},"
+                       "\"other_cpu_s\":{},\"max_inflight\":{},"
+                       "\"end_inflight\":{}}}",
+                       json_str(p.name), json_num(p.seconds), p.stanzas, json_num(rate(double(p.stanzas), p.seconds)),
+                       json_num(p.p50_ms), json_num(p.p99_ms), json_num(p.p999_ms), json_num(p.max_ms),
+                       json_num(p.lag_p99_ms), json_num(p.lag_max_ms), json_num(p.gw_a_cpu_s), json_num(p.gw_b_cpu_s),
+                       json_num(p.gw_a_loop_s), json_num(p.gw_b_loop_s), json_num(p.tool_cpu_s), json_num(p.other_cpu_s), p.max_inflight, p.end_inflight);
+}
+
+// The 1-, 5- and 15-minute load averages: "0.52 0.80 1.10".
+std::string loadavg() {
+    std::FILE* f = std::fopen("/proc/loadavg", "r");
+    if (!f) return "?";
+    char buf[128] = {};
+    if (!std::fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    std::fclose(f);
+    std::string s(buf);
+    std::size_t n = 0, pos = 0;
+    while (n < 3 && pos != std::string::npos) {
+        pos = s.find(' ', pos + (n ? 1 : 0));
+        ++n;
+    }
+    return pos == std::string::npos ? s : s.substr(0, pos);
+}
+
+int report_mux(const MuxOptions& o, const MuxResult& r, bool timeline, bool ascii, const std::string& work_dir,
+               const std::string& loadavg0) {
+    if (!r.ok) {
+        std::fprintf(stderr, "s2smux-load: mux: FAILED: %s\n", r.error.c_str());
+        if (!r.log_tail.empty())
+            std::fprintf(stderr, "--- end of the gateways' logs (%s/gw-a.log, gw-b.log) ---\n%s\n---\n", work_dir.c_str(),
+                         r.log_tail.c_str());
+        std::printf("{\"tool\":\"s2smux-load\",\"topology\":\"mux\",\"ok\":false,\"error\":%s}\n",
+                    json_str(r.error).c_str());
+        return 1;
+    }
+    std::printf("\ncapacity (closed loop, window %llu): %s; rate used: %s\n", static_cast<unsigned long long>(r.window),
+                r.capacity > 0 ? fmt::format("{:.0f} stanzas/s", r.capacity).c_str() : "not measured",
+                r.rate > 0 ? fmt::format("{:.0f} stanzas/s open loop ({:.0f} % of capacity)", r.rate,
+                                         r.capacity > 0 ? 100 * r.rate / r.capacity : 0.0).c_str()
+                           : fmt::format("closed loop, window {}", r.window).c_str());
+    std::printf("\n%-6s %7s %8s %10s %8s %8s %9s %8s %9s %9s %9s %6s %7s %8s\n", "phase", "secs", "stanzas",
+                "stanzas/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lag99 ms", "A CPU%", "B CPU%", "tool%",
+                "other%", "max fly");
+    for (const auto& p : r.phases) {
+        auto pc = [&](double cpu) { return p.seconds > 0 ? 100 * cpu / p.seconds : 0.0; };
+        auto split = [&](double all, double loop) {
+            return fmt::format("{:.0f}({:.0f})", pc(all), pc(loop));
+        };
+        std::printf("%-6s %7.2f %8llu %10.0f %8.2f %8.2f %9.2f %8.2f %9.2f %9s %9s %6.0f %7.0f %8llu\n",
+                    p.name.c_str(), p.seconds, static_cast<unsigned long long>(p.stanzas),
+                    rate(double(p.stanzas), p.seconds), p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, p.lag_p99_ms,
+                    split(p.gw_a_cpu_s, p.gw_a_loop_s).c_str(), split(p.gw_b_cpu_s, p.gw_b_loop_s).c_str(),
+                    pc(p.tool_cpu_s), pc(p.other_cpu_s), static_cast<unsigned long long>(p.max_inflight));
+    }
+    std::printf("(CPU%%: of one core, per phase, in parentheses the event-loop thread alone (the rest is the thread\n"
+                " pool); other%%: every other process on the machine; lag99: p99 of how late the generator sent a\n"
+                " stanza after its due time, included in the latency; max fly: stanzas in flight at most)\n");
+    for (const auto& p : r.phases)
+        if (p.seconds > 0 && p.other_cpu_s / p.seconds > 0.2) {
+            std::printf("WARNING: other processes used %.0f %% of a core during the %s phase: this run was disturbed; "
+                        "repeat it on a quieter machine\n",
+                        100 * p.other_cpu_s / p.seconds, p.name.c_str());
+            break;
+        }
+    if (r.saturated)
+        std::printf("WARNING: the stream was saturated: %llu stanzas still in flight at the end of the last phase "
+                    "(more than 0.25 s of traffic); lower --rate or --rate-fraction, or run on a quieter machine\n",
+                    static_cast<unsigned long long>(r.phases.back().end_inflight));
+    std::printf("\np99 adds / idle: %.2fx (target <= 2.0: %s); p99 after / idle: %.2fx\n", r.ratio_p99,
+                r.ratio_p99 <= 2.0 ? "met" : "NOT met", r.ratio_p99_after);
+    std::printf("adds: %llu/%llu accepted in %.3f s (%.0f adds/s); first answer %.1f ms, then one every %.2f ms "
+                "(p50; p99 %.2f, max %.2f ms)\n",
+                static_cast<unsigned long long>(r.adds_ok), static_cast<unsigned long long>(r.adds), r.add_phase_s,
+                r.adds_per_s, r.add_first_ms, r.add_gap_p50_ms, r.add_gap_p99_ms, r.add_gap_max_ms);
+    auto st = [](const std::map<std::string, std::uint64_t>& m, const char* k) {
+        auto it = m.find(k);
+        return static_cast<unsigned long long>(it == m.end() ? 0 : it->second);
+    };
+    std::printf("gateway B stats: mux.peer_adds_ok %llu, mux.peer_adds_failed %llu; gateway A: mux.adds_ok %llu, "
+                "stanzas.routed %llu\n",
+                st(r.b_stats, "mux.peer_adds_ok"), st(r.b_stats, "mux.peer_adds_failed"), st(r.a_stats, "mux.adds_ok"),
+                st(r.a_stats, "stanzas.routed"));
+    std::printf("stanzas: %llu received in order and intact, none lost; generator held back by the in-flight cap: "
+                "%llu time(s)\n",
+                static_cast<unsigned long long>(r.stanzas_total), static_cast<unsigned long long>(r.cap_limited));
+    std::printf("RSS: gateway A %.1f -> %.1f MiB, gateway B %.1f -> %.1f MiB (idle start -> after end)\n",
+                double(r.a_rss0_kb) / 1024, double(r.a_rss1_kb) / 1024, double(r.b_rss0_kb) / 1024,
+                double(r.b_rss1_kb) / 1024);
+    std::printf("sink stream (gateway B upstream): %s\n", r.sink_stream.c_str());
+    std::printf("load average: %s at the start, %s at the end\n", loadavg0.c_str(), loadavg().c_str());
+    if (timeline) {
+        std::printf("\n%8s %-6s %8s %8s %8s %6s\n", "t s", "phase", "stanzas", "p99 ms", "max ms", "adds");
+        for (const auto& b : r.timeline)
+            std::printf("%8.2f %-6s %8llu %8.2f %8.2f %6llu\n", b.t_s, b.phase.c_str(),
+                        static_cast<unsigned long long>(b.stanzas), b.p99_ms, b.max_ms,
+                        static_cast<unsigned long long>(b.adds_answered));
+    }
+    std::string j = fmt::format(
+        "{{\"tool\":\"s2smux-load\",\"version\":\"{}\",\"topology\":\"mux\",\"ok\":true,\"loadavg\":[{},{}],"
+        "\"ascii\":{},"
+        "\"inner_tls\":{},\"dialback\":{},\"gw_log_level\":{},\"capacity\":{},\"rate\":{},\"window\":{},"
+        "\"rate_fraction\":{},\"nice_pool\":{},\"phases\":[",
+        S2SMUX_VERSION, json_str(loadavg0), json_str(loadavg()), ascii ? "true" : "false", o.inner_tls ? "true" : "false",
+        json_str(o.dialback_verify ? "verify" : "accept"), json_str(o.gw_log_level), json_num(r.capacity),
+        json_num(r.rate), r.window, json_num(o.rate_fraction), o.nice_pool);
+    for (std::size_t i = 0; i < r.phases.size(); ++i) j += (i ? "," : "") + phase_json(r.phases[i]);
+    j += fmt::format("],\"ratio_p99_adds_idle\":{},\"ratio_p99_after_idle\":{},\"adds\":{},\"adds_ok\":{},"
+                     "\"adds_failed\":{},\"add_conns\":{},\"add_phase_s\":{},\"adds_per_s\":{},\"add_first_ms\":{},"
+                     "\"add_gap_p50_ms\":{},\"add_gap_p99_ms\":{},\"add_gap_max_ms\":{},\"b_peer_adds_ok\":{},"
+                     "\"b_peer_adds_failed\":{},\"stanzas\":{},\"cap_limited\":{},\"saturated\":{},\"gw_a_rss_kb\":[{},{}],"
+                     "\"gw_b_rss_kb\":[{},{}],\"certgen_s\":{},\"sink_stream\":{}}}",
+                     json_num(r.ratio_p99), json_num(r.ratio_p99_after), r.adds, r.adds_ok, r.adds_failed, o.add_conns,
+                     json_num(r.add_phase_s), json_num(r.adds_per_s), json_num(r.add_first_ms),
+                     json_num(r.add_gap_p50_ms), json_num(r.add_gap_p99_ms), json_num(r.add_gap_max_ms),
+                     st(r.b_stats, "mux.peer_adds_ok"), st(r.b_stats, "mux.peer_adds_failed"), r.stanzas_total,
+                     r.cap_limited, r.saturated ? "true" : "false", r.a_rss0_kb, r.a_rss1_kb, r.b_rss0_kb, r.b_rss1_kb, json_num(r.certgen_s),
+                     json_str(r.sink_stream));
+    std::printf("%s\n", j.c_str());
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -109,7 +267,12 @@ int main(int argc, char** argv) {
     bool quick = false, keep = false, verbose = false, ascii = false;
     std::optional<std::uint64_t> stanzas, window, warmup;
     std::string mode = "both", s2smuxd, certs = "certs";
-    bool certs_given = false;
+    bool certs_given = false, mode_given = false, stanzas_given = false;
+    std::string topology = "hop", rate_arg = "auto";
+    MuxOptions mo;
+    std::optional<std::uint64_t> adds, add_conns, max_inflight;
+    std::optional<double> idle_s, after_s, settle_s, capacity_s;
+    bool timeline = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> const char* {
@@ -127,10 +290,62 @@ int main(int argc, char** argv) {
                 std::exit(2);
             }
         };
-        if (a == "--stanzas") count(stanzas);
+        auto seconds = [&](std::optional<double>& dst) {
+            const char* v = value();
+            char* end = nullptr;
+            double d = std::strtod(v, &end);
+            if (!end || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
+                std::fprintf(stderr, "s2smux-load: %s: not a duration in seconds: '%s'\n", a.c_str(), v);
+                std::exit(2);
+            }
+            dst = d;
+        };
+        if (a == "--stanzas") {
+            count(stanzas);
+            stanzas_given = true;
+        } else if (a == "--topology") topology = value();
+        else if (a == "--adds") count(adds);
+        else if (a == "--add-conns") count(add_conns);
+        else if (a == "--rate") rate_arg = value();
+        else if (a == "--rate-fraction") {
+            std::optional<double> f;
+            seconds(f);
+            mo.rate_fraction = *f;
+        } else if (a == "--capacity-time") seconds(capacity_s);
+        else if (a == "--settle") seconds(settle_s);
+        else if (a == "--idle") seconds(idle_s);
+        else if (a == "--after") seconds(after_s);
+        else if (a == "--max-inflight") count(max_inflight);
+        else if (a == "--dialback") {
+            std::string m = value();
+            if (m != "verify" && m != "accept") {
+                std::fprintf(stderr, "s2smux-load: --dialback: '%s' is not one of verify, accept\n", m.c_str());
+                return 2;
+            }
+            mo.dialback_verify = m == "verify";
+        } else if (a == "--gw-log-level") mo.gw_log_level = value();
+        else if (a == "--gencerts") mo.gencerts = value();
+        else if (a == "--timeline") timeline = true;
+        else if (a == "--nice-pool") {
+            std::string v = value();
+            mo.nice_pool = v == "idle" ? kSchedIdle : std::atoi(v.c_str());
+        }
+        else if (a == "--pace-us") {
+            std::optional<std::uint64_t> us;
+            count(us);
+            mo.pace_us = static_cast<unsigned>(std::clamp<std::uint64_t>(*us, 10, 1000000));
+        }
+        else if (a == "--bucket") {
+            std::optional<double> b;
+            seconds(b);
+            mo.bucket_s = *b;
+        }
         else if (a == "--window") count(window);
         else if (a == "--warmup") count(warmup);
-        else if (a == "--mode") mode = value();
+        else if (a == "--mode") {
+            mode = value();
+            mode_given = true;
+        }
         else if (a == "--inner-plain") o.inner_tls = false;
         else if (a == "--ascii") ascii = true;
         else if (a == "--quick") quick = true;
@@ -158,8 +373,45 @@ int main(int argc, char** argv) {
         std::fputs("s2smux-load: --stanzas, --window and --stall-timeout must be positive\n", stderr);
         return 2;
     }
+    if (topology != "hop" && topology != "mux") {
+        std::fprintf(stderr, "s2smux-load: --topology: '%s' is not one of hop, mux\n", topology.c_str());
+        return 2;
+    }
+    const bool mux = topology == "mux";
+    if (mux && (mode_given || stanzas_given)) {
+        std::fputs("s2smux-load: --mode and --stanzas are for --topology hop (mux runs by time: --idle, --after)\n", stderr);
+        return 2;
+    }
+    if (mux) {
+        mo.adds = adds.value_or(quick ? 20 : 1000);
+        mo.add_conns = static_cast<std::size_t>(add_conns.value_or(1));
+        mo.window = window.value_or(10000);
+        mo.warmup = std::max<std::uint64_t>(1, warmup.value_or(quick ? 20 : 100));
+        mo.capacity_s = capacity_s.value_or(quick ? 1 : 4);
+        mo.settle_s = settle_s.value_or(quick ? 0.5 : 2);
+        mo.idle_s = idle_s.value_or(quick ? 1 : 10);
+        mo.after_s = after_s.value_or(quick ? 1 : 10);
+        mo.max_inflight = max_inflight.value_or(400000);
+        mo.inner_tls = o.inner_tls;
+        mo.stall_timeout_s = o.stall_timeout_s;
+        if (rate_arg == "auto") mo.rate = -1;
+        else {
+            char* end = nullptr;
+            mo.rate = std::strtod(rate_arg.c_str(), &end);
+            if (!end || *end != '\0' || !(mo.rate >= 0)) {
+                std::fprintf(stderr, "s2smux-load: --rate: '%s' is not 'auto' or a rate >= 0\n", rate_arg.c_str());
+                return 2;
+            }
+        }
+        if (mo.add_conns == 0 || mo.window == 0 || mo.max_inflight == 0 || !(mo.rate_fraction > 0) || mo.bucket_s <= 0) {
+            std::fputs("s2smux-load: --add-conns, --window, --max-inflight, --rate-fraction and --bucket must be "
+                       "positive\n", stderr);
+            return 2;
+        }
+    }
     std::vector<Mode> modes;
-    if (mode == "both") modes = {Mode::Direct, Mode::Gateway};
+    if (mux) modes = {};
+    else if (mode == "both") modes = {Mode::Direct, Mode::Gateway};
     else if (mode == "direct") modes = {Mode::Direct};
     else if (mode == "gateway") modes = {Mode::Gateway};
     else {
@@ -174,7 +426,11 @@ int main(int argc, char** argv) {
     if (!certs_given && !fs::exists(fs::path(certs) / "ca.pem")) certs = exe_dir() + "/../../certs";
     std::string certs_abs = fs::weakly_canonical(certs, ec).string();
     std::string daemon_abs = fs::weakly_canonical(s2smuxd, ec).string();
-    bool want_gateway = std::find(modes.begin(), modes.end(), Mode::Gateway) != modes.end();
+    bool want_gateway = mux || std::find(modes.begin(), modes.end(), Mode::Gateway) != modes.end();
+    if (mux) {
+        if (mo.gencerts.empty()) mo.gencerts = exe_dir() + "/../bench/s2smux-gencerts";
+        mo.gencerts = fs::weakly_canonical(mo.gencerts, ec).string();
+    }
     if (want_gateway && ::access(daemon_abs.c_str(), X_OK) != 0) {
         std::fprintf(stderr, "s2smux-load: s2smuxd not found or not executable at %s (use --s2smuxd)\n",
                      daemon_abs.c_str());
@@ -187,6 +443,7 @@ int main(int argc, char** argv) {
 
     tls::CertStore store;
     for (const char* d : {"a.test", "b.test"}) {
+        if (mux) break; // its own bench PKI, made by s2smux-gencerts
         auto lc = tls::load_cert_files(certs_abs + "/" + d + ".pem", certs_abs + "/" + d + ".key");
         if (!lc) {
             std::fprintf(stderr, "s2smux-load: certificate %s in %s: %s (use --certs)\n", d, certs_abs.c_str(),
@@ -196,7 +453,7 @@ int main(int argc, char** argv) {
         store.add(std::move(*lc));
     }
     tls::TrustStore trust;
-    if (auto r = trust.add_ca_file(certs_abs + "/ca.pem"); !r) {
+    if (auto r = mux ? Result<void>{} : trust.add_ca_file(certs_abs + "/ca.pem"); !r) {
         std::fprintf(stderr, "s2smux-load: %s/ca.pem: %s\n", certs_abs.c_str(), r.error().c_str());
         return 1;
     }
@@ -212,6 +469,30 @@ int main(int argc, char** argv) {
         return 1;
     }
     Env env{&store, &trust, &keys, &pool, daemon_abs, certs_abs, buf.data()};
+
+    if (mux) {
+        std::printf("s2smux-load %s: topology mux (generator -> gateway A ==mux==> gateway B -> sink), %llu adds "
+                    "over %zu admin connection(s), rate %s, phases idle %.1f s / adds / after %.1f s, inner hop %s, "
+                    "%s text, dialback %s, gateway log level %s\n",
+                    S2SMUX_VERSION, static_cast<unsigned long long>(mo.adds), mo.add_conns,
+                    mo.rate < 0 ? fmt::format("auto ({:.0f} % of capacity)", 100 * mo.rate_fraction).c_str()
+                    : mo.rate == 0 ? fmt::format("closed loop, window {}", mo.window).c_str()
+                                   : fmt::format("{:.0f} stanzas/s", mo.rate).c_str(),
+                    mo.idle_s, mo.after_s, mo.inner_tls ? "STARTTLS" : "plaintext", ascii ? "ASCII" : "UTF-8",
+                    mo.dialback_verify ? "verified" : "accepted", mo.gw_log_level.c_str());
+        std::fflush(stdout);
+        MuxResult r;
+        const std::string load0 = loadavg();
+        {
+            mo.progress = o.progress;
+            MuxBench b(env, mo);
+            r = b.run();
+        }
+        int rc = report_mux(mo, r, timeline, ascii, env.work_dir, load0);
+        if (rc == 0 && !keep) fs::remove_all(env.work_dir, ec);
+        else std::fprintf(stderr, "s2smux-load: gateway configs, logs and certificates kept in %s\n", env.work_dir.c_str());
+        return rc;
+    }
 
     std::printf("s2smux-load %s: %llu stanzas per mode (+%llu warm-up), window %llu, inner hop %s, %s text\n",
                 S2SMUX_VERSION, static_cast<unsigned long long>(o.stanzas), static_cast<unsigned long long>(o.warmup),

@@ -151,4 +151,17 @@ std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got) 
     return {};
 }
 
+std::string check_in_order(const xml::Node& el, std::string_view from_domain, std::string_view to_domain,
+                           const TextPool& pool, std::uint64_t expected, Stamp& got) {
+    if (from_domain != "a.test" || to_domain != "b.test")
+        return fmt::format("stanza from {} to {}, expected a.test -> b.test", from_domain, to_domain);
+    if (std::string err = check_stanza(el, pool, got); !err.empty())
+        return fmt::format("stanza #{} received: {}", expected, err);
+    if (got.seq != expected)
+        return got.seq > expected
+                   ? fmt::format("stanza(s) missing: expected seq {}, received seq {}", expected, got.seq)
+                   : fmt::format("reordered or duplicated: expected seq {}, received seq {}", expected, got.seq);
+    return {};
+}
+
 } // namespace s2smux::load

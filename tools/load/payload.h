@@ -62,4 +62,9 @@ struct Stamp {
 // string and fills `got`, or says what is wrong.
 std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got);
 
+// The generator's a.test -> b.test stanza number `expected`, received by the
+// sink: domains, content (check_stanza) and order. Empty, or what is wrong.
+std::string check_in_order(const xml::Node& el, std::string_view from_domain, std::string_view to_domain,
+                           const TextPool& pool, std::uint64_t expected, Stamp& got);
+
 } // namespace s2smux::load
