@@ -39,6 +39,27 @@ public:
     virtual void cert_add(std::string cert_path, std::string key_path, bool replace, Done done) = 0;
     // Remove the certificate serving DOMAIN and its names, on every stream.
     virtual void cert_remove(std::string domain, Done done) = 0;
+
+    // Certificate transactions (HAProxy's runtime certificate API): `new`
+    // opens an empty transaction NAME; `set` stages CERT+KEY in it, validated
+    // at once (key matches, chain verifies, names parsed, dates); `commit`
+    // swaps it in all-or-nothing (add, or replace the certificate with the
+    // same subject) and adds it to every live mux stream; `abort` drops it;
+    // `show` lists transactions and live certificates (NAME: one of either).
+    virtual void cert_new(std::string name, Done done) = 0;
+    virtual void cert_set(std::string name, std::string cert_path, std::string key_path, Done done) = 0;
+    virtual void cert_commit(std::string name, Done done) = 0;
+    virtual void cert_abort(std::string name, Done done) = 0;
+    virtual void cert_show(std::string name, Done done) = 0; // "" = all
+
+    // Re-read the configuration file and apply it to live streams; an
+    // invalid file changes nothing.
+    virtual void reload(Done done) = 0;
+    // Close the streams of PEER (stream id "s12", remote domain or address)
+    // with the stream error `condition` ("" = system-shutdown).
+    virtual void close_stream(std::string peer, std::string condition, Done done) = 0;
+    // The route/SRV answer the gateway would use for DOMAIN, and why.
+    virtual void resolve(std::string domain, Done done) = 0;
 };
 
 } // namespace s2smux::admin

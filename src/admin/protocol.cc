@@ -246,6 +246,23 @@ void Dispatcher::add_standard() {
          [](const Args& a, Backend& b, Done d) { b.cert_add(a[0], a[1], true, std::move(d)); }});
     add({{"cert", "remove"}, "DOMAIN", "remove the certificate serving DOMAIN and its names", 1, 1,
          [](const Args& a, Backend& b, Done d) { b.cert_remove(a[0], std::move(d)); }});
+    add({{"cert", "new"}, "NAME", "open a certificate transaction NAME (then cert set, cert commit)", 1, 1,
+         [](const Args& a, Backend& b, Done d) { b.cert_new(a[0], std::move(d)); }});
+    add({{"cert", "set"}, "NAME CERT KEY", "stage a certificate and key in transaction NAME, validated at once", 3, 3,
+         [](const Args& a, Backend& b, Done d) { b.cert_set(a[0], a[1], a[2], std::move(d)); }});
+    add({{"cert", "commit"}, "NAME", "make the staged certificate live (add or replace), all or nothing", 1, 1,
+         [](const Args& a, Backend& b, Done d) { b.cert_commit(a[0], std::move(d)); }});
+    add({{"cert", "abort"}, "NAME", "drop transaction NAME, changing nothing", 1, 1,
+         [](const Args& a, Backend& b, Done d) { b.cert_abort(a[0], std::move(d)); }});
+    add({{"cert", "show"}, "[NAME]", "transactions and live certificates (NAME: a transaction or a domain)", 0, 1,
+         [](const Args& a, Backend& b, Done d) { b.cert_show(a.empty() ? std::string() : a[0], std::move(d)); }});
+    add({{"reload"}, "", "re-read the configuration and apply it to live streams (an invalid one changes nothing)", 0, 0,
+         [](const Args&, Backend& b, Done d) { b.reload(std::move(d)); }});
+    add({{"close"}, "PEER [CONDITION]", "close the streams of PEER (sN, domain or address) with a stream error "
+         "(default system-shutdown)", 1, 2,
+         [](const Args& a, Backend& b, Done d) { b.close_stream(a[0], a.size() > 1 ? a[1] : std::string(), std::move(d)); }});
+    add({{"resolve"}, "DOMAIN", "where the gateway would connect for DOMAIN (route, SRV, A/AAAA) and why", 1, 1,
+         [](const Args& a, Backend& b, Done d) { b.resolve(a[0], std::move(d)); }});
     add({{"help"}, "[COMMAND]", "list the commands (those starting with COMMAND)", 0, kAnyArgs,
          [this](const Args& a, Backend&, Done d) {
              auto lines = help_lines(a);

@@ -87,6 +87,7 @@ struct Config {
     std::uint32_t connect_timeout_ms = 30000; // resolve + connect + TLS + auth
     std::uint32_t auth_timeout_ms = 30000;    // unauthenticated incoming stream
     std::uint32_t queue_timeout_ms = 60000;   // stanza waiting for a route
+    std::uint32_t drain_timeout_ms = 10000;   // SIGTERM: time for queues to empty before closing
 
     // [mux]: one multiplexed stream per remote s2smux gateway
     bool mux_enabled = true;          // offer / request multiplexing

@@ -71,6 +71,7 @@ Result<void> Gateway::start() {
         std::string names;
         for (const auto& n : (*lc)->identity.names()) names += (names.empty() ? "" : ", ") + n;
         log::info(kCtx, "loaded certificate {} for {}", c.cert, names);
+        config_certs_.push_back(*lc);
         certs_.add(std::move(*lc));
     }
     for (const auto& d : cfg_.domains)
@@ -123,7 +124,7 @@ void Gateway::preconnect() {
     // Streams to partner clouds opened at start-up (and reopened by tick()
     // when they close), so the first stanza does not wait for a handshake
     // and the multiplexed stream carries every domain from the start.
-    if (stopping_ || cfg_.domains.empty()) return;
+    if (stopping_ || draining_ || cfg_.domains.empty()) return;
     for (const auto& rc : cfg_.routes) {
         if (!rc.preconnect) continue;
         Route& r = route_for(cfg_.domains.front(), rc.domain);
@@ -151,6 +152,7 @@ void Gateway::stop() {
     }
     flush_dirty();
     if (resolver_) resolver_->shutdown();
+    if (on_stopped_) std::exchange(on_stopped_, nullptr)();
     if (!handles_) return; // start() failed before creating them
     uv_prepare_stop(&prepare_);
     uv_check_stop(&check_);
@@ -610,8 +612,55 @@ void Gateway::flush_dirty() {
     for (Stream* s : batch) s->flush();
 }
 
+std::size_t Gateway::queued_stanzas() const {
+    std::size_t n = 0;
+    for (const auto& [key, r] : routes_) n += r.queue.size();
+    return n;
+}
+
+void Gateway::drain() {
+    if (stopping_ || draining_) return;
+    draining_ = true;
+    // No new remote streams; the inner listener stays open so the local
+    // server can still verify the dialback keys of streams that deliver
+    // what is queued (bounces included).
+    for (auto& l : listeners_)
+        if (l->name() != "inner") l->close();
+    std::size_t q = queued_stanzas();
+    if (q == 0 || cfg_.drain_timeout_ms == 0 || !handles_) {
+        log::info(kCtx, "draining: nothing queued, closing {} stream(s)", streams_.size());
+        return stop();
+    }
+    drain_deadline_ = now_ms() + cfg_.drain_timeout_ms;
+    log::info(kCtx, "draining: stopped accepting remote streams; {} stanza(s) queued, closing streams once they are "
+                    "delivered or in at most {} s",
+              q, cfg_.drain_timeout_ms / 1000);
+    uv_timer_start(&tick_, [](uv_timer_t* h) { static_cast<Gateway*>(h->data)->tick(); }, 100, 100);
+}
+
 void Gateway::tick() {
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
+    if (draining_) {
+        std::size_t q = queued_stanzas();
+        if (q == 0) {
+            log::info(kCtx, "draining: queues empty; closing streams");
+            return stop();
+        }
+        if (now >= drain_deadline_ && !drain_bounced_) {
+            // Bounce what could not go out while the upstream streams still
+            // run, then give the bounces a moment to reach the local server.
+            log::info(kCtx, "draining: timeout, bouncing {} stanza(s) still queued", q);
+            drain_bounced_ = true;
+            drain_deadline_ = now + std::min<TimeMs>(5000, cfg_.drain_timeout_ms);
+            for (auto& [key, r] : routes_)
+                if (!r.upstream) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
+            return;
+        }
+        if (now >= drain_deadline_) {
+            log::info(kCtx, "draining: timeout, {} bounce(s) not delivered to the local server; closing streams", q);
+            return stop();
+        }
+    }
     admin_tick(now);
     preconnect();
     // Safety net: a queue that nothing is working on gets a route again.

@@ -63,6 +63,20 @@ public:
     // Stops listening, closes streams gracefully; `done` runs when every
     // handle is closed (then uv_run returns).
     void stop();
+    // SIGTERM: stops accepting remote streams, lets queued stanzas go out
+    // for at most [limits] drain_timeout, then stop() (which bounces the rest
+    // to their senders and closes every stream with <system-shutdown/>).
+    void drain();
+    // Runs once, at the end of stop() (main closes its signal handles).
+    void on_stopped(std::function<void()> fn) { on_stopped_ = std::move(fn); }
+    std::size_t queued_stanzas() const;
+
+    // Re-reads the configuration file (off the loop) and applies it to live
+    // streams (gateway_reload.cc); an invalid file changes nothing. SIGHUP
+    // and `s2smuxctl reload`. `done` gets the outcome, one line per change.
+    void reload(admin::Done done) override;
+    // One line for systemd's STATUS= and logs: streams, mux, domains, stanzas.
+    std::string status_line() const;
 
     const GatewayStats& stats() const { return stats_; }
     const Config& config() const { return cfg_; }
@@ -125,6 +139,34 @@ private:
     void stats(admin::Done done) override;
     void cert_add(std::string cert_path, std::string key_path, bool replace, admin::Done done) override;
     void cert_remove(std::string domain, admin::Done done) override;
+    // Transactions (gateway_cert_tx.cc).
+    void cert_new(std::string name, admin::Done done) override;
+    void cert_set(std::string name, std::string cert_path, std::string key_path, admin::Done done) override;
+    void cert_commit(std::string name, admin::Done done) override;
+    void cert_abort(std::string name, admin::Done done) override;
+    void cert_show(std::string name, admin::Done done) override;
+    // gateway_reload.cc
+    void close_stream(std::string peer, std::string condition, admin::Done done) override;
+    void resolve(std::string domain, admin::Done done) override;
+
+    // A staged certificate transaction (empty until `cert set`).
+    struct CertTx {
+        std::shared_ptr<tls::LocalCert> cert;
+        std::string chain; // how the chain verified, for `cert show`
+        bool busy = false; // a `cert set` is loading files on the pool
+    };
+    std::shared_ptr<tls::LocalCert> cert_by_subject(const std::string& subject) const;
+    static std::vector<std::string> domain_names(const tls::LocalCert& cert); // its names, wildcards left out
+    // Makes `cert` live in place of `old` (same subject, may be null): serves
+    // its names (as local domains when `make_local`), and adds it to every
+    // live mux stream when it serves a local domain. Returns those streams.
+    std::vector<std::uint64_t> swap_cert(std::shared_ptr<tls::LocalCert> cert, std::shared_ptr<tls::LocalCert> old,
+                                         bool make_local);
+    // Withdraws `cert` from every mux stream and stops serving it.
+    std::vector<std::string> drop_cert(const std::shared_ptr<tls::LocalCert>& cert, bool remove_names);
+    // Withdraws `cert` from every mux stream (it stays loaded). One line per stream.
+    std::vector<std::string> mux_withdraw(const tls::LocalCert& cert);
+    void apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert>> loaded, admin::Done done);
 
     // A `cert add` waiting for the mux peers' answers.
     struct AdminAdd {
@@ -139,6 +181,7 @@ private:
     void admin_tick(TimeMs now);
     void install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, admin::Done done);
 
+    mux::Limits mux_limits() const;
     xmpp::SessionConfig session_config(net::StreamKind kind, std::string_view from = {},
                                        std::string_view to = {}) const;
     xmpp::TlsPolicy policy_for(std::string_view remote) const;
@@ -198,6 +241,13 @@ private:
     bool stopping_ = false;
     bool handles_ = false; // prepare_/check_/tick_ initialised
     std::unique_ptr<admin::Server> admin_;
+    std::map<std::string, CertTx> cert_tx_; // by transaction name
+    std::vector<std::shared_ptr<tls::LocalCert>> config_certs_; // live ones that came from [[cert]]
+    bool reloading_ = false;
+    bool draining_ = false;
+    std::function<void()> on_stopped_;
+    TimeMs drain_deadline_ = 0;
+    bool drain_bounced_ = false; // drain timed out once: remote queues bounced
     std::vector<std::shared_ptr<AdminAdd>> admin_adds_;
 
     uv_prepare_t prepare_{};

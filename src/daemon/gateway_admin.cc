@@ -2,6 +2,7 @@
 // certificate changes. Certificate loading runs on the thread pool; a
 // `cert add` answers once every live mux stream accepted or refused it.
 #include "daemon/gateway.h"
+#include "daemon/listing.h"
 #include "daemon/mux_peer.h"
 
 #include "common/log.h"
@@ -21,22 +22,6 @@ namespace {
 
 constexpr TimeMs kAdminAddTimeoutMs = 15000;
 
-
-std::string join(const std::vector<std::string>& v, const char* sep = ",") {
-    std::string s;
-    for (const auto& x : v) {
-        if (!s.empty()) s += sep;
-        s += x;
-    }
-    return s.empty() ? "-" : s;
-}
-
-// Cells must not contain spaces (listings are split on whitespace).
-std::string cell(std::string s) {
-    for (char& c : s)
-        if (c == ' ' || c == '\t') c = '_';
-    return s.empty() ? "-" : s;
-}
 
 } // namespace
 
@@ -149,26 +134,57 @@ void Gateway::cert_add(std::string cert_path, std::string key_path, bool replace
         });
 }
 
+std::shared_ptr<tls::LocalCert> Gateway::cert_by_subject(const std::string& subject) const {
+    if (subject.empty()) return nullptr;
+    for (const auto& c : certs_.all())
+        if (c->identity.subject == subject) return c;
+    return nullptr;
+}
+
+std::vector<std::string> Gateway::domain_names(const tls::LocalCert& cert) {
+    std::vector<std::string> names;
+    for (const auto& n : cert.identity.names())
+        if (n.rfind("*.", 0) != 0) names.push_back(n);
+    return names;
+}
+
+std::vector<std::uint64_t> Gateway::swap_cert(std::shared_ptr<tls::LocalCert> cert, std::shared_ptr<tls::LocalCert> old,
+                                              bool make_local) {
+    std::vector<std::string> names = domain_names(*cert);
+    if (old) {
+        certs_.remove_cert(old);
+        if (make_local)
+            for (const auto& n : old->identity.names())
+                if (std::find(names.begin(), names.end(), n) == names.end()) remove_local(n);
+    }
+    certs_.add(cert);
+    if (make_local)
+        for (const auto& n : names) add_local(n);
+    std::vector<std::uint64_t> sent;
+    std::string first;
+    for (const auto& n : names)
+        if (is_local(n)) {
+            first = n;
+            break;
+        }
+    if (first.empty()) return sent; // serves no local domain: nothing to multiplex
+    for (auto& [id, p] : muxes_) {
+        if (p->closed) continue;
+        p->mux->add(cert, first, now_ms());
+        sent.push_back(id);
+    }
+    return sent;
+}
+
 void Gateway::install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, admin::Done done) {
     const std::string& subject = cert->identity.subject;
-    std::shared_ptr<tls::LocalCert> old;
-    for (const auto& c : certs_.all())
-        if (!subject.empty() && c->identity.subject == subject) old = c;
+    std::shared_ptr<tls::LocalCert> old = cert_by_subject(subject);
     if (replace && !old) return done(Reply::fail(fmt::format("no loaded certificate has subject {} (use cert add)", subject)));
     if (!replace && old)
         return done(Reply::fail(fmt::format("a certificate with subject {} is already loaded (use cert replace)", subject)));
-    std::vector<std::string> names;
-    for (const auto& n : cert->identity.names())
-        if (n.rfind("*.", 0) != 0) names.push_back(n);
+    std::vector<std::string> names = domain_names(*cert);
     if (names.empty()) return done(Reply::fail("the certificate names no domain (wildcards cannot be local domains)"));
-    if (old) {
-        for (const auto& n : old->identity.names()) {
-            certs_.remove(n);
-            if (std::find(names.begin(), names.end(), n) == names.end()) remove_local(n);
-        }
-    }
-    certs_.add(cert);
-    for (const auto& n : names) add_local(n);
+    auto sent = swap_cert(cert, old, true);
     log::info("admin", "{} certificate {} for {} (valid until {})", replace ? "replaced" : "added", subject, join(names),
               iso8601_utc(cert->identity.not_after));
 
@@ -178,11 +194,8 @@ void Gateway::install_cert(std::shared_ptr<tls::LocalCert> cert, bool replace, a
     a->started = static_cast<TimeMs>(uv_now(loop_));
     a->lines.push_back(fmt::format("{} {} names={} expires={}", replace ? "replaced" : "loaded", cell(subject), join(names),
                                    iso8601_utc(cert->identity.not_after)));
-    for (auto& [id, p] : muxes_) {
-        if (p->closed) continue;
-        a->waiting[id] = fmt::format("s{} peer={}", id, cell(p->stream->session().remote_domain()));
-        p->mux->add(cert, a->domain, now_ms());
-    }
+    for (auto id : sent)
+        a->waiting[id] = fmt::format("s{} peer={}", id, cell(muxes_.at(id)->stream->session().remote_domain()));
     if (a->waiting.empty()) {
         a->lines.push_back("no multiplexed stream: used by new streams");
         admin_add_finish(*a);
@@ -237,11 +250,17 @@ void Gateway::admin_tick(TimeMs now) {
     }
 }
 
-void Gateway::cert_remove(std::string domain, admin::Done done) {
-    auto cert = certs_.find(domain);
-    if (!cert) return done(Reply::fail(fmt::format("no certificate serves {}", domain)));
+std::vector<std::string> Gateway::drop_cert(const std::shared_ptr<tls::LocalCert>& cert, bool remove_names) {
+    std::vector<std::string> lines = mux_withdraw(*cert);
+    certs_.remove_cert(cert);
+    if (remove_names)
+        for (const auto& n : cert->identity.names()) remove_local(n);
+    return lines;
+}
+
+std::vector<std::string> Gateway::mux_withdraw(const tls::LocalCert& cert) {
     std::vector<std::string> lines;
-    std::vector<std::string> names = cert->identity.names();
+    std::vector<std::string> names = cert.identity.names();
     for (auto& [id, p] : muxes_) {
         if (p->closed) continue;
         // The mux stream knows the certificate by any of its names.
@@ -252,8 +271,14 @@ void Gateway::cert_remove(std::string domain, admin::Done done) {
             }
         }
     }
-    certs_.remove(domain);
-    for (const auto& n : names) remove_local(n);
+    return lines;
+}
+
+void Gateway::cert_remove(std::string domain, admin::Done done) {
+    auto cert = certs_.find(domain);
+    if (!cert) return done(Reply::fail(fmt::format("no certificate serves {}", domain)));
+    std::vector<std::string> lines = drop_cert(cert, true);
+    std::vector<std::string> names = cert->identity.names();
     log::info("admin", "removed certificate {} ({})", cert->identity.subject, join(names));
     lines.insert(lines.begin(), fmt::format("removed {} names={}", cell(cert->identity.subject), join(names)));
     done(Reply::ok(std::move(lines)));

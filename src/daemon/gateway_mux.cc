@@ -68,6 +68,16 @@ void Gateway::MuxPeer::mux_refusing(const xmpp::StanzaHead& head, mux::Refusal w
 
 // ------------------------------------------------------------ Gateway
 
+mux::Limits Gateway::mux_limits() const {
+    mux::Limits lim;
+    lim.max_domains = cfg_.mux_max_domains;
+    lim.max_pending = cfg_.mux_max_pending;
+    lim.add_rate = cfg_.mux_add_rate;
+    lim.add_burst = cfg_.mux_add_burst;
+    lim.strict = cfg_.mux_strict;
+    return lim;
+}
+
 void Gateway::stream_mux_enabled(Stream& s) {
     auto& sess = s.session();
     const auto& tls = sess.tls();
@@ -82,15 +92,8 @@ void Gateway::stream_mux_enabled(Stream& s) {
                        .count();
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
     b.unix_offset_ms = wall_ms - now;
-    mux::Limits lim;
-    lim.max_domains = cfg_.mux_max_domains;
-    lim.max_pending = cfg_.mux_max_pending;
-    lim.add_rate = cfg_.mux_add_rate;
-    lim.add_burst = cfg_.mux_add_burst;
-    lim.strict = cfg_.mux_strict;
-
     auto peer = std::make_unique<MuxPeer>(*this, s);
-    peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, std::move(b), lim, now);
+    peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, std::move(b), mux_limits(), now);
     sess.set_mux(peer->mux.get());
     ++stats_.mux_streams;
 

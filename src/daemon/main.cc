@@ -1,5 +1,6 @@
 // s2smuxd: XMPP server-to-server multiplexing gateway.
 #include "common/log.h"
+#include "common/sd_notify.h"
 #include "daemon/config.h"
 #include "daemon/gateway.h"
 #include "s2smux_version.h"
@@ -67,8 +68,60 @@ void raise_fd_limit() {
 }
 
 struct Signals {
-    uv_signal_t term{}, intr{}, hup{};
+    uv_signal_t term{}, intr{}, hup{}, usr1{};
+    uv_timer_t status{}; // STATUS= for systemd, every few seconds
+    Gateway* gw = nullptr;
+    bool stopping = false;
+
+    bool closed = false;
+    void close_all() {
+        if (closed) return;
+        closed = true;
+        for (uv_signal_t* h : {&term, &intr, &hup, &usr1}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+        uv_close(reinterpret_cast<uv_handle_t*>(&status), nullptr);
+    }
 };
+
+void notify(const std::string& state) {
+    std::string err;
+    if (!sd::notify(state, &err)) log::warn("systemd", "sd_notify failed: {}", err);
+}
+
+Signals* signals_of(uv_handle_t* h) { return static_cast<Signals*>(h->data); }
+
+// SIGTERM drains (queued stanzas go out first); a second SIGTERM, or
+// SIGINT, stops at once. The gateway's stop hook closes the signal handles.
+void on_stop(uv_signal_t* h, int signum) {
+    Signals* s = signals_of(reinterpret_cast<uv_handle_t*>(h));
+    const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    notify("STOPPING=1\nSTATUS=shutting down");
+    if (signum == SIGTERM && !s->stopping) {
+        s->stopping = true;
+        log::info("", "received {}, draining (send it again to stop at once)", name);
+        s->gw->drain();
+    } else {
+        s->stopping = true;
+        log::info("", "received {}, shutting down now", name);
+        s->gw->stop();
+    }
+}
+
+void on_hup(uv_signal_t* h, int) {
+    Signals* s = signals_of(reinterpret_cast<uv_handle_t*>(h));
+    log::info("", "received SIGHUP, reloading the configuration");
+    notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration", sd::monotonic_usec()));
+    s->gw->reload([s](admin::Reply r) {
+        // The outcome is logged by the gateway; systemd gets READY=1 either
+        // way (a rejected file leaves the old configuration serving).
+        notify("READY=1\nSTATUS=" + (r.error.empty() ? s->gw->status_line() : "reload rejected: " + r.error));
+    });
+}
+
+void on_usr1(uv_signal_t*, int) {
+    std::string err;
+    if (log::reopen(&err)) log::info("", "received SIGUSR1, log file reopened");
+    else log::error("", "received SIGUSR1, cannot reopen the log file: {}", err);
+}
 
 } // namespace
 
@@ -137,25 +190,26 @@ int main(int argc, char** argv) {
         log::info("", "s2smuxd {} started", S2SMUX_VERSION);
 
         Signals sig;
-        auto on_stop = [](uv_signal_t* h, int signum) {
-            auto* g = static_cast<Gateway*>(h->data);
-            log::info("", "received {}, shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-            g->stop();
-            auto* sigs = static_cast<Signals*>(h->loop->data);
-            uv_close(reinterpret_cast<uv_handle_t*>(&sigs->term), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&sigs->intr), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&sigs->hup), nullptr);
-        };
-        loop.data = &sig;
-        for (uv_signal_t* h : {&sig.term, &sig.intr, &sig.hup}) {
+        sig.gw = &gw;
+        gw.on_stopped([&sig] { sig.close_all(); });
+        for (uv_signal_t* h : {&sig.term, &sig.intr, &sig.hup, &sig.usr1}) {
             uv_signal_init(&loop, h);
-            h->data = &gw;
+            h->data = &sig;
         }
         uv_signal_start(&sig.term, on_stop, SIGTERM);
         uv_signal_start(&sig.intr, on_stop, SIGINT);
-        uv_signal_start(&sig.hup, [](uv_signal_t*, int) {
-            log::warn("", "SIGHUP: configuration reload is not implemented yet; restart to apply changes");
-        }, SIGHUP);
+        uv_signal_start(&sig.hup, on_hup, SIGHUP);
+        uv_signal_start(&sig.usr1, on_usr1, SIGUSR1);
+        uv_timer_init(&loop, &sig.status);
+        sig.status.data = &sig;
+        if (sd::enabled()) {
+            uv_timer_start(&sig.status, [](uv_timer_t* t) {
+                Signals* s = signals_of(reinterpret_cast<uv_handle_t*>(t));
+                if (!s->stopping) notify("STATUS=" + s->gw->status_line());
+            }, 5000, 5000);
+            uv_unref(reinterpret_cast<uv_handle_t*>(&sig.status));
+        }
+        notify("READY=1\nSTATUS=" + gw.status_line());
 
         uv_run(&loop, UV_RUN_DEFAULT);
         const auto& st = gw.stats();

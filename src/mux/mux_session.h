@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -124,6 +125,12 @@ public:
     const std::vector<CertEntry>& ours() const { return ours_; }
     const std::vector<CertEntry>& peer() const { return peer_; }
     const MuxStats& stats() const { return stats_; }
+    // New limits (reload): apply to the next peer add; the token bucket is
+    // clamped to the new burst.
+    void set_limits(const Limits& l) {
+        limits_ = l;
+        tokens_ = std::min(tokens_, l.add_burst);
+    }
     std::size_t pending_verifications() const { return verifying_; }
 
     // xmpp::MuxHandler

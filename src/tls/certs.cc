@@ -178,6 +178,10 @@ bool CertStore::remove(std::string_view domain) {
     return true;
 }
 
+bool CertStore::remove_cert(const std::shared_ptr<LocalCert>& cert) {
+    return cert && std::erase_if(by_name_, [&](const auto& kv) { return kv.second == cert; }) > 0;
+}
+
 std::shared_ptr<LocalCert> CertStore::find(std::string_view domain) const {
     std::string name = normalize(domain);
     if (name.empty()) return nullptr;

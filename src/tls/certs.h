@@ -47,6 +47,8 @@ public:
     // Removes the certificate serving `domain` (as find() picks it), under
     // all its names. False if none. Channels using it keep their reference.
     bool remove(std::string_view domain);
+    // Removes this certificate under every name it serves. False if it served none.
+    bool remove_cert(const std::shared_ptr<LocalCert>& cert);
     // Exact name first, then a wildcard certificate for the parent domain.
     std::shared_ptr<LocalCert> find(std::string_view domain) const;
     std::shared_ptr<LocalCert> any() const;

@@ -240,6 +240,11 @@ public:
 
     Role role() const { return cfg_.role; }
     const SessionConfig& config() const { return cfg_; }
+    // New stanza size/shape limits (reload): apply from the next byte parsed.
+    void set_limits(const xml::Limits& l) {
+        cfg_.limits = l;
+        parser_.set_limits(l);
+    }
     bool tls_active() const { return tls_.active; }
     const TlsState& tls() const { return tls_; }
     bool closed() const { return state_ == State::Closed; }

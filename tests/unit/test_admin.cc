@@ -96,6 +96,18 @@ struct FakeBackend : Backend {
         answer(replace ? "cert_replace" : "cert_add", {cert, key}, std::move(d));
     }
     void cert_remove(std::string domain, Done d) override { answer("cert_remove", {domain}, std::move(d)); }
+    void cert_new(std::string name, Done d) override { answer("cert_new", {name}, std::move(d)); }
+    void cert_set(std::string name, std::string cert, std::string key, Done d) override {
+        answer("cert_set", {name, cert, key}, std::move(d));
+    }
+    void cert_commit(std::string name, Done d) override { answer("cert_commit", {name}, std::move(d)); }
+    void cert_abort(std::string name, Done d) override { answer("cert_abort", {name}, std::move(d)); }
+    void cert_show(std::string name, Done d) override { answer("cert_show", {name}, std::move(d)); }
+    void reload(Done d) override { answer("reload", {}, std::move(d)); }
+    void close_stream(std::string peer, std::string cond, Done d) override {
+        answer("close", {peer, cond}, std::move(d));
+    }
+    void resolve(std::string domain, Done d) override { answer("resolve", {domain}, std::move(d)); }
 };
 
 // Dispatches synchronously and returns the reply (or nullopt if none yet).
@@ -487,6 +499,11 @@ BOOST_AUTO_TEST_CASE(argument_counts) {
         {{"certs", "x"}, "usage: certs"},
         {{"streams", "x"}, "usage: streams"},
         {{"stats", "x"}, "usage: stats"},
+        {{"cert", "set", "site1", "/a/c.pem"}, "usage: cert set NAME CERT KEY"},
+        {{"cert", "commit"}, "usage: cert commit NAME"},
+        {{"reload", "now"}, "usage: reload"},
+        {{"close"}, "usage: close PEER [CONDITION]"},
+        {{"resolve", "a", "b"}, "usage: resolve DOMAIN"},
     };
     for (const auto& [words, err] : cases) {
         auto r = call(d, b, words);
@@ -508,6 +525,16 @@ BOOST_AUTO_TEST_CASE(routing) {
         {{"cert", "add", "/a/c.pem", "/a/k.pem"}, {"cert_add", {"/a/c.pem", "/a/k.pem"}}},
         {{"cert", "replace", "/a/c 2.pem", "/a/k.pem"}, {"cert_replace", {"/a/c 2.pem", "/a/k.pem"}}},
         {{"cert", "remove", "x.test"}, {"cert_remove", {"x.test"}}},
+        {{"cert", "new", "site1"}, {"cert_new", {"site1"}}},
+        {{"cert", "set", "site1", "/a/c.pem", "/a/k.pem"}, {"cert_set", {"site1", "/a/c.pem", "/a/k.pem"}}},
+        {{"cert", "commit", "site1"}, {"cert_commit", {"site1"}}},
+        {{"cert", "abort", "site1"}, {"cert_abort", {"site1"}}},
+        {{"cert", "show"}, {"cert_show", {""}}},
+        {{"cert", "show", "x.test"}, {"cert_show", {"x.test"}}},
+        {{"reload"}, {"reload", {}}},
+        {{"close", "s3"}, {"close", {"s3", ""}}},
+        {{"close", "b.test", "reset"}, {"close", {"b.test", "reset"}}},
+        {{"resolve", "b.test"}, {"resolve", {"b.test"}}},
     };
     for (const auto& [words, want] : cases) {
         b.calls.clear();
@@ -532,7 +559,9 @@ BOOST_AUTO_TEST_CASE(help) {
     BOOST_TEST(r->error.empty());
     BOOST_TEST(r->lines.size() == d.commands().size());
     for (const char* u : {"domains", "certs", "streams", "stats", "cert add CERT KEY", "cert replace CERT KEY",
-                          "cert remove DOMAIN", "help [COMMAND]"}) {
+                          "cert remove DOMAIN", "cert new NAME", "cert set NAME CERT KEY", "cert commit NAME",
+                          "cert abort NAME", "cert show [NAME]", "reload", "close PEER [CONDITION]",
+                          "resolve DOMAIN", "help [COMMAND]"}) {
         bool found = false;
         for (const auto& l : r->lines) found = found || l.rfind(std::string(u) + "  ", 0) == 0;
         BOOST_TEST(found, "help lists " << u);
@@ -541,8 +570,8 @@ BOOST_AUTO_TEST_CASE(help) {
     auto col = r->lines[0].find("  local domains");
     BOOST_TEST(r->lines[4].find("  load a certificate") == col);
 
-    r = call(d, b, {"help", "cert"});
-    BOOST_TEST(r->lines.size() == 3u);
+    r = call(d, b, {"help", "cert"}); // add, replace, remove, new, set, commit, abort, show
+    BOOST_TEST(r->lines.size() == 8u);
     r = call(d, b, {"help", "cert", "remove"});
     BOOST_TEST(r->lines.size() == 1u);
     r = call(d, b, {"help", "nope"});

@@ -56,6 +56,7 @@ const std::map<std::vector<std::string>, std::vector<std::size_t>>& path_args() 
     static const std::map<std::vector<std::string>, std::vector<std::size_t>> m = {
         {{"cert", "add"}, {0, 1}},
         {{"cert", "replace"}, {0, 1}},
+        {{"cert", "set"}, {1, 2}},
     };
     return m;
 }
