@@ -10,6 +10,7 @@ packages=(
   libboost-test-dev scdoc
   # tests and demo: real servers, DNS, clients, certificates
   prosody ejabberd python3 python3-slixmpp dnsmasq-base gnutls-bin lua-unbound
+  systemd  # systemd-analyze checks the unit file
   # sanitizers and fuzzing
   clang-14 libclang-rt-14-dev
 )

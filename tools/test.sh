@@ -12,6 +12,17 @@ meson setup build --buildtype=debugoptimized >/dev/null 2>&1 || meson setup --re
 ninja -C build -j "$jobs"
 
 status=0
+# meson install puts binaries, man pages, the unit file and the example config in place.
+inst=$(mktemp -d)
+meson install -C build --destdir "$inst" --no-rebuild >/dev/null
+for f in sbin/s2smuxd sbin/s2smuxctl share/man/man8/s2smuxd.8 share/man/man8/s2smuxctl.8 \
+         share/man/man5/s2smux.conf.5 share/man/man7/s2smux-protocol.7 share/doc/s2smux/examples/s2smux.toml \
+         lib/sysusers.d/s2smux.conf; do
+  if [ -z "$(find "$inst" -path "*/$f" -print -quit)" ]; then echo "meson install: $f missing"; status=1; fi
+done
+[ -n "$(find "$inst" -name s2smuxd.service -print -quit)" ] || { echo "meson install: s2smuxd.service missing"; status=1; }
+rm -rf "$inst"
+
 meson test -C build --print-errorlogs --num-processes "$jobs" || status=1
 
 # Sanitizer build (clang, ASan + UBSan): every suite.

@@ -261,9 +261,10 @@ void Gateway::resolve(std::string domain, admin::Done done) {
     auto d = normalize_domain(domain);
     if (!d) return done(Reply::fail(fmt::format("invalid domain '{}': {}", domain, d.error())));
     if (!resolver_) return done(Reply::fail("resolver not running"));
+    if (is_local(*d))
+        return done(Reply::ok({fmt::format("{} is a local domain: stanzas for it go to the local server ({})", *d,
+                                           ep(cfg_.upstream))}));
     std::vector<std::string> pre;
-    if (is_local(*d)) pre.push_back(fmt::format("{} is a local domain: stanzas for it go to the local server ({})", *d,
-                                                ep(cfg_.upstream)));
     for (const auto& [id, p] : muxes_)
         if (!p->closed && p->mux->peer_has(*d))
             pre.push_back(fmt::format("multiplexed on s{} (peer gateway {}): no new connection needed", id,

@@ -10,6 +10,7 @@ Run by hand: /usr/bin/python3 tests/interop/test_cli.py [--keep] [-v]
 
 import copy
 import subprocess
+from pathlib import Path
 
 from harness.gateway import S2smuxd, to_toml
 from harness.runner import run
@@ -68,6 +69,19 @@ def main(t):
         gw.config = cfg
         r = gw.check_config()
         assert r.returncode == 1 and "[[cert]]" in r.stdout and "does not match" in r.stdout, r.stdout
+        t.note(r.stdout.strip())
+
+    with t.check("the installed example configuration (tools/s2smux.toml.example) passes -t"):
+        text = (Path(__file__).resolve().parents[2] / "tools" / "s2smux.toml.example").read_text()
+        c = pki.issue("example.org", names=["example.org", "conference.example.org"])
+        text = text.replace("/etc/s2smux/example.org.pem", str(c.chain))
+        text = text.replace("/etc/s2smux/example.org.key", str(c.key))
+        text = text.replace("/run/s2smux/admin.sock", str(t.dir / "example.sock"))
+        assert str(c.chain) in text and str(c.key) in text
+        f = t.dir / "example.toml"
+        f.write_text(text)
+        r = s2smuxd(gw, "-t", "--config", str(f))
+        assert r.returncode == 0 and "configuration OK" in r.stdout, r.stdout
         t.note(r.stdout.strip())
 
     with t.check("-t reports a TOML syntax error with line and column"):

@@ -182,6 +182,29 @@ def main(t):
         assert mux_streams(gwb) == mux_at_start, f"mux stream changed: {mux_at_start} -> {mux_streams(gwb)}"
         t.note(f"{len(steady.sent)} steady messages delivered across 4 reloads")
 
+    with t.check("s2smuxctl resolve: static route and mux stream named"):
+        out = "\n".join(gwa.ctl_ok("resolve", "b.test"))
+        assert f"127.0.0.1" in out and str(b_outer) in out and "route" in out, out
+        assert "multiplexed on s" in out, out
+        t.note(out.replace("\n", " | "))
+        out = "\n".join(gwa.ctl_ok("resolve", "a.test"))
+        assert "local domain" in out, out
+        r = gwa.ctl("resolve", "bad..name")
+        assert r.returncode == 1 and "invalid domain" in r.stderr, r
+
+    with t.check("s2smuxctl close b.test: the mux stream closes with <system-shutdown/>, traffic reconnects"):
+        r = gwa.ctl("close", "nosuch.test")
+        assert r.returncode == 1 and "no open stream matches" in r.stderr, r
+        r = gwa.ctl("close", "b.test", "see-other-host")
+        assert r.returncode == 1, r
+        before = mux_streams(gwb)
+        out = gwa.ctl_ok("close", "b.test")
+        assert out and all("system-shutdown" in l for l in out), out
+        t.note(" | ".join(out))
+        cl.wait_for(lambda: "system-shutdown" in gwb.log_text(), 10, "B logs the stream error")
+        check_message(t, cl, alice, bob, label="alice -> bob again, on a new stream")
+        cl.wait_for(lambda: mux_streams(gwb) and mux_streams(gwb) != before, 10, "a new mux stream")
+
     with t.check("SIGTERM: STOPPING=1"):
         n0 = len(notes.seen)
         gwa.signal(signal.SIGTERM)
