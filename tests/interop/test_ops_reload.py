@@ -26,6 +26,7 @@ import secrets
 import signal
 import socket
 import time
+from pathlib import Path
 
 from harness.gateway import to_toml
 from harness.ports import free_port
@@ -204,6 +205,13 @@ def main(t):
         cl.wait_for(lambda: "system-shutdown" in gwb.log_text(), 10, "B logs the stream error")
         check_message(t, cl, alice, bob, label="alice -> bob again, on a new stream")
         cl.wait_for(lambda: mux_streams(gwb) and mux_streams(gwb) != before, 10, "a new mux stream")
+
+    with t.check("no secret material in the logs (private keys)"):
+        text = gwa.log_text() + log_file.with_name("gateway.log.1").read_text()
+        key_lines = [l for l in Path(c1.key).read_text().splitlines() if len(l) > 40]
+        assert "PRIVATE KEY" not in text and not any(l in text for l in key_lines)
+        for line in ("reloaded", "configuration rejected", "closed by the operator"):
+            assert line in text, f"no {line!r} log line"
 
     with t.check("SIGTERM: STOPPING=1"):
         n0 = len(notes.seen)
