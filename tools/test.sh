@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, and runs every
 # test suite (unit, interop with real Prosody/ejabberd/dnsmasq), then the unit
-# tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# tests again under AddressSanitizer + UndefinedBehaviorSanitizer, then the
+# libFuzzer targets (tests/fuzz) on their corpus plus a short fuzz run each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,13 @@ CC=clang-14 CXX=clang++-14 meson setup build-asan --buildtype=debug \
 ninja -C build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --num-processes "$jobs" || status=1
+
+# Fuzz build (clang, libFuzzer + ASan + UBSan): suite `fuzz` only, each target
+# on its corpus, then 20 s of fuzzing (tests/fuzz/README.md for long runs).
+CC=clang-14 CXX=clang++-14 meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=disabled \
+  -Db_lundef=false >/dev/null 2>&1 || meson setup --reconfigure build-fuzz >/dev/null
+ninja -C build-fuzz -j "$jobs" fuzzers
+meson test -C build-fuzz --no-rebuild --suite fuzz --print-errorlogs --num-processes "$jobs" || status=1
 
 if [ $status -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi
 exit $status

@@ -372,6 +372,12 @@ std::size_t Framer::start_tag(const char* d, std::size_t i, std::size_t end, con
             fail(r, ParseError::NotWellFormed, "'<' inside a tag");
             return i;
         }
+        if (static_cast<unsigned char>(c) < 0x20 && !is_ws(static_cast<unsigned char>(c))) {
+            // libxml2 would end the tag at this byte and report the element
+            // before failing, out of step with the framer's element ends.
+            fail(r, ParseError::NotWellFormed, "control character inside a tag");
+            return i;
+        }
         prev_ = c;
     }
     return i;

@@ -197,11 +197,13 @@ void Session::feed(const char* data, std::size_t len) {
                 return;
             }
             state_ = State::TlsPending;
+            header_sent_ = false; // the stream inside TLS is a new one: a stream error must open it first
             host_.session_start_tls();
             return;
         }
         if (kind == Restart::Sasl) {
             state_ = State::WaitHeader;
+            header_sent_ = false; // likewise for the stream after SASL
             if (cfg_.role == Role::Initiator) send_header();
         }
         data = tail;

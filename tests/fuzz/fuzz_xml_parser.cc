@@ -1,7 +1,4 @@
-// libFuzzer target for StreamParser (not wired into meson yet). Build e.g.:
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
-//     $(pkg-config --cflags libxml-2.0) tests/fuzz/fuzz_xml_parser.cc \
-//     src/xml/stream_parser.cc src/xml/writer.cc $(pkg-config --libs libxml-2.0)
+// libFuzzer target for StreamParser (built with -Dfuzz=true, see tests/fuzz/README.md).
 //
 // Input: byte 0 seeds the chunk sizes, byte 1 picks which element suspends,
 // the rest follows a stream header (or replaces it when byte 1 is odd, to

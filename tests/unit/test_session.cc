@@ -208,6 +208,35 @@ BOOST_AUTO_TEST_CASE(receiver_starttls_then_injected_data_is_refused) {
     BOOST_REQUIRE(r.host.closed);
 }
 
+// Found by tests/fuzz/fuzz_session (corpus/session/regress-error-after-tls-restart):
+// the stream inside TLS is a new one, so a stream error there must open it
+// with a header first (RFC 6120 §4.9.1.2), not continue the plaintext stream.
+BOOST_AUTO_TEST_CASE(receiver_stream_error_after_tls_restart_opens_a_new_stream) {
+    Receiver r;
+    r.s.on_bytes(kInitHeader, 0);
+    r.s.on_bytes("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    take(r.s);
+    r.s.on_tls_established(tls_with({"b.test"}), 0);
+    r.s.on_bytes(std::string_view("\0", 1), 0);
+    std::string out = take(r.s);
+    BOOST_TEST(out.rfind("<?xml version='1.0'?><stream:stream ", 0) == 0);
+    BOOST_TEST(has(out, "<not-well-formed"));
+    BOOST_TEST(has(out, "</stream:stream>"));
+    BOOST_REQUIRE(r.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(receiver_stream_error_after_sasl_restart_opens_a_new_stream) {
+    Receiver r;
+    receiver_after_tls(r, tls_with({"b.test"}));
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>", 0);
+    BOOST_TEST(has(take(r.s), "<success"));
+    r.s.on_bytes("<message/>", 0); // no new stream header from the peer
+    std::string out = take(r.s);
+    BOOST_TEST(out.rfind("<?xml version='1.0'?><stream:stream ", 0) == 0);
+    BOOST_TEST(has(out, "<stream:error>"));
+    BOOST_REQUIRE(r.host.closed);
+}
+
 BOOST_AUTO_TEST_CASE(receiver_stanza_before_auth_is_not_authorized) {
     Receiver r(receiver_cfg(TlsPolicy::Optional));
     r.s.on_bytes(kInitHeader, 0);
@@ -433,7 +462,9 @@ BOOST_AUTO_TEST_CASE(initiator_required_refuses_untrusted_certificate) {
     take(i.s);
     i.s.on_bytes(recv_header() + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>", 0);
     i.s.on_bytes("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    take(i.s);
     i.s.on_tls_established(tls_with({"b.test"}, false, "certificate signer not trusted"), 0);
+    BOOST_TEST(take(i.s).empty()); // no stream was opened inside TLS: nothing to close
     BOOST_REQUIRE(i.host.closed);
     BOOST_TEST(i.host.closed->error);
     BOOST_TEST(has(i.host.closed->reason, "not trusted"));

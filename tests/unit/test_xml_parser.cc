@@ -608,6 +608,22 @@ BOOST_AUTO_TEST_CASE(header_byte_limit) {
     BOOST_TEST(detail == "stream header exceeds " + std::to_string(kHeader.size() - 1) + " bytes");
 }
 
+// Found by tests/fuzz (corpus/*/regress-control-char-in-header): libxml2
+// ends a tag at a control character and reports the element before failing,
+// which tripped the framer's consistency assertion (an abort in any build
+// with assertions, i.e. a peer could crash the daemon with one byte).
+BOOST_AUTO_TEST_CASE(control_character_inside_a_tag_is_not_well_formed) {
+    const std::string hdr = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'";
+    for (std::string bad : {std::string(1, '\0'), std::string("\x07"), std::string("\x1f")}) {
+        std::string detail;
+        BOOST_TEST(error_of(hdr + " to='a.test' " + bad + "version='1.0'><a/>", {}, &detail) == ParseError::NotWellFormed);
+        BOOST_TEST(detail == "control character inside a tag");
+        BOOST_TEST(parse_whole(hdr + " to='a.test' " + bad + "version='1.0'>").find("open") == std::string::npos);
+        BOOST_TEST(error_of(hdr + "><message to='a.test'" + bad + "/>") == ParseError::NotWellFormed);
+    }
+    BOOST_TEST(error_of(hdr + "\t\r\n><a\tb='1'\n/>") == ParseError::None); // whitespace is fine
+}
+
 BOOST_AUTO_TEST_CASE(depth_limit) {
     Limits l;
     l.max_depth = 3;
