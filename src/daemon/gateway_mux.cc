@@ -80,18 +80,11 @@ mux::Limits Gateway::mux_limits() const {
 
 void Gateway::stream_mux_enabled(Stream& s) {
     auto& sess = s.session();
-    const auto& tls = sess.tls();
-    mux::MuxSession::Binding b;
-    b.exporter = tls.exporter;
-    b.stream_id = sess.receiver_stream_id();
-    b.role = sess.role();
-    b.our_tls = tls.local;
-    b.peer_tls = tls.peer.identity;
     auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
-    b.unix_offset_ms = wall_ms - now;
+    auto b = mux::MuxSession::Binding::of(sess, wall_ms - now);
     auto peer = std::make_unique<MuxPeer>(*this, s);
     peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, std::move(b), mux_limits(), now);
     sess.set_mux(peer->mux.get());

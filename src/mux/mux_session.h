@@ -96,6 +96,12 @@ public:
         tls::Identity our_tls;    // our handshake certificate
         tls::Identity peer_tls;   // the peer's handshake certificate (verified)
         std::int64_t unix_offset_ms = 0; // unix time = monotonic now + offset (expiry checks)
+
+        // What a session that just enabled multiplexing binds the mux to.
+        static Binding of(const xmpp::Session& s, std::int64_t unix_offset_ms) {
+            return Binding{s.tls().exporter, std::string(s.receiver_stream_id()), s.role(), s.tls().local,
+                           s.tls().peer.identity, unix_offset_ms};
+        }
     };
 
     MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now);

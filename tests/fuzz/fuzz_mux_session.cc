@@ -219,14 +219,7 @@ struct Gw final : xmpp::SessionHost, MuxHost {
     }
     void session_closed(const xmpp::CloseInfo&) override {}
     void session_mux_enabled() override {
-        MuxSession::Binding b;
-        b.exporter = s.tls().exporter;
-        b.stream_id = s.receiver_stream_id();
-        b.role = s.role();
-        b.our_tls = s.tls().local;
-        b.peer_tls = s.tls().peer.identity;
-        b.unix_offset_ms = pki().base * 1000;
-        mux = std::make_unique<MuxSession>(s, *this, std::move(b), limits, *clock);
+        mux = std::make_unique<MuxSession>(s, *this, MuxSession::Binding::of(s, pki().base * 1000), limits, *clock);
         s.set_mux(&tap);
     }
 

@@ -125,13 +125,7 @@ struct Host final : SessionHost {
         closed = info;
     }
     void session_mux_enabled() override {
-        mux::MuxSession::Binding b;
-        b.exporter = s->tls().exporter;
-        b.stream_id = s->receiver_stream_id();
-        b.role = s->role();
-        b.our_tls = s->tls().local;
-        b.peer_tls = s->tls().peer.identity;
-        mux = std::make_unique<mux::MuxSession>(*s, mux_host, std::move(b), mux::Limits{}, 0);
+        mux = std::make_unique<mux::MuxSession>(*s, mux_host, mux::MuxSession::Binding::of(*s, 0), mux::Limits{}, 0);
         s->set_mux(mux.get());
     }
 };

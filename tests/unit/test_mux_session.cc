@@ -264,14 +264,7 @@ struct Gw final : xmpp::SessionHost, MuxHost {
     void session_mux_enabled() override {
         ++enabled_calls;
         // As Gateway::stream_mux_enabled() binds it.
-        MuxSession::Binding b;
-        b.exporter = s.tls().exporter;
-        b.stream_id = s.receiver_stream_id();
-        b.role = s.role();
-        b.our_tls = s.tls().local;
-        b.peer_tls = s.tls().peer.identity;
-        b.unix_offset_ms = unix_offset_ms;
-        mux = std::make_unique<MuxSession>(s, *this, std::move(b), limits, *clock);
+        mux = std::make_unique<MuxSession>(s, *this, MuxSession::Binding::of(s, unix_offset_ms), limits, *clock);
         s.set_mux(mux.get());
         if (on_enabled) on_enabled(*this);
     }
