@@ -42,7 +42,9 @@
 
 namespace s2smux {
 
+// Array sizes for counters indexed by an enum (its last value + 1).
 inline constexpr std::size_t kStanzaErrors = static_cast<std::size_t>(xmpp::StanzaError::UndefinedCondition) + 1;
+inline constexpr std::size_t kRefusals = static_cast<std::size_t>(mux::Refusal::ToNotAccepted) + 1;
 
 struct GatewayStats {
     std::uint64_t mux_streams = 0;      // streams on which multiplexing was enabled
@@ -61,7 +63,7 @@ struct GatewayStats {
     // they are counted (net::Context, live sessions and mux streams).
     std::array<std::uint64_t, net::kStreamKinds> stanzas_in{}, stanzas_out{}; // of closed streams, by kind
     std::array<std::uint64_t, kStanzaErrors> bounced_by{};                    // by condition
-    std::array<std::uint64_t, 3> mux_refused_in_by{}, mux_refused_out_by{};   // by mux::Refusal
+    std::array<std::uint64_t, kRefusals> mux_refused_in_by{}, mux_refused_out_by{}; // by mux::Refusal
     std::map<std::string, std::uint64_t, std::less<>> mux_add_failures, mux_peer_add_failures; // closed streams
     metrics::Histogram mux_add_round_trip; // closed streams
     metrics::Histogram queue_wait;         // queued stanzas, enqueued -> sent

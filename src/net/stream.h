@@ -60,7 +60,8 @@ public:
 };
 
 inline constexpr std::size_t kStreamKinds = 5;
-inline std::size_t index(StreamKind k) { return static_cast<std::size_t>(k); }
+constexpr std::size_t index(StreamKind k) { return static_cast<std::size_t>(k); }
+static_assert(index(StreamKind::VerifyOut) + 1 == kStreamKinds, "a stream kind was added: update kStreamKinds");
 
 // Totals of every stream of one kind, counted where they happen so that they
 // outlive the streams (metrics).
