@@ -11,7 +11,8 @@ raise stanzas routed by exactly N on both gateways and the stanzas on the
 mux stream by N, two adds accepted each way, three names multiplexed each
 way, bytes counted, histograms consistent); HTTP answers 404, 405 and 400;
 a non-loopback [metrics] listen is refused by `s2smuxd -t`; a gateway with
-an idle metrics connection open stops cleanly.
+an idle metrics connection open stops cleanly; counters keep the counts of
+a closed mux stream.
 
 Run by hand: /usr/bin/python3 tests/interop/test_metrics.py [--keep] [-v]
 """
@@ -237,6 +238,22 @@ def main(t):
         assert out.startswith("HTTP/1.1 400 Bad Request\r\n"), out[:80]
         out = raw_http(a_http, b"GET /metrics HTTP/1.0\r\n\r\n")
         assert out.startswith("HTTP/1.0 200 OK\r\n") and "s2smux_stanzas_routed_total" in out, out[:80]
+
+    with t.check("counters survive the mux stream closing (s2smuxd B stopped)"):
+        _, (_, live) = ctl_metrics(gwa)
+        gwb.stop()
+        cl.wait_for(lambda: v(ctl_metrics(gwa)[1][1], "s2smux_mux_streams") == 0, 15, "A sees the mux stream close")
+        _, (_, closed) = ctl_metrics(gwa)
+        expect(closed, "s2smux_mux_domains", 0, side="peer")
+        for name, labels in (("s2smux_stream_stanzas_total", {"kind": "outer-out", "direction": "out"}),
+                             ("s2smux_stream_stanzas_total", {"kind": "outer-out", "direction": "in"}),
+                             ("s2smux_mux_adds_accepted_total", {"side": "local"}),
+                             ("s2smux_mux_adds_accepted_total", {"side": "peer"}),
+                             ("s2smux_mux_add_round_trip_seconds_count", {}),
+                             ("s2smux_stanzas_routed_total", {})):
+            expect(closed, name, v(live, name, **labels), **labels)
+        assert v(closed, "s2smux_stream_bytes_total", kind="outer-out", direction="in") >= \
+            v(live, "s2smux_stream_bytes_total", kind="outer-out", direction="in")
 
     with t.check("s2smuxd A stops cleanly with an idle metrics connection open"):
         idle = socket.create_connection(("127.0.0.1", a_http), timeout=5)
