@@ -9,7 +9,7 @@ packages=(
   libgnutls28-dev libxml2-dev libuv1-dev libfmt-dev libc-ares-dev libtomlplusplus-dev
   libboost-test-dev scdoc
   # tests and demo: real servers, DNS, clients, certificates
-  prosody ejabberd python3 python3-slixmpp dnsmasq-base gnutls-bin lua-unbound
+  prosody ejabberd python3 python3-slixmpp python3-prometheus-client dnsmasq-base gnutls-bin lua-unbound
   systemd  # systemd-analyze checks the unit file
   # sanitizers and fuzzing
   clang-14 libclang-rt-14-dev

@@ -33,6 +33,8 @@ public:
     virtual void streams(Done done) = 0;
     // Counters.
     virtual void stats(Done done) = 0;
+    // Prometheus text exposition format 0.0.4, one data line per line.
+    virtual void metrics(Done done) = 0;
     // Load CERT+KEY (PEM files), make its names local domains, add them to
     // every live mux stream; `replace` requires a certificate with the same
     // subject to exist (and replaces it with no gap).

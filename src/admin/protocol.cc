@@ -240,6 +240,8 @@ void Dispatcher::add_standard() {
     add({{"streams"}, "", "streams: peer, direction, TLS, mux, domains, stanzas and bytes", 0, 0,
          [](const Args&, Backend& b, Done d) { b.streams(std::move(d)); }});
     add({{"stats"}, "", "counters", 0, 0, [](const Args&, Backend& b, Done d) { b.stats(std::move(d)); }});
+    add({{"metrics"}, "", "counters, gauges and histograms in the Prometheus text format", 0, 0,
+         [](const Args&, Backend& b, Done d) { b.metrics(std::move(d)); }});
     add({{"cert", "add"}, "CERT KEY", "load a certificate and key (PEM files), serve its names on every stream", 2, 2,
          [](const Args& a, Backend& b, Done d) { b.cert_add(a[0], a[1], false, std::move(d)); }});
     add({{"cert", "replace"}, "CERT KEY", "replace the certificate with the same subject, with no gap", 2, 2,

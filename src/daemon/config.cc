@@ -361,7 +361,7 @@ private:
     std::filesystem::path base_;
 };
 
-constexpr std::string_view kTables[] = {"gateway", "listen", "upstream", "tls", "dns", "limits", "mux", "log"};
+constexpr std::string_view kTables[] = {"gateway", "listen", "upstream", "tls", "dns", "limits", "mux", "metrics", "log"};
 constexpr std::string_view kArrays[] = {"cert", "route"};
 
 void check_top_level(const Reader& r, const toml::table& root) {
@@ -541,6 +541,29 @@ void read_mux(const Reader& r, const toml::table& root, Config& c) {
     if (auto v = r.get_int(*sec, "add_burst", 1, 10'000'000)) c.mux_add_burst = static_cast<double>(*v);
 }
 
+bool is_loopback(const std::string& host) {
+    if (host == "::1") return true;
+    in_addr a{};
+    return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+void read_metrics(const Reader& r, const toml::table& root, Config& c) {
+    auto sec = r.table(root, "metrics");
+    if (!sec) return;
+    r.check_keys(*sec, {"listen"});
+    auto s = r.get_string(*sec, "listen");
+    if (!s || s->empty()) return;
+    Endpoint ep = *r.get_ip_endpoint(*sec, "listen");
+    // The endpoint has no authentication: never expose it beyond this host.
+    if (!is_loopback(ep.host))
+        r.fail(*sec, "listen", ep.to_string() + " is not a loopback address (the metrics endpoint has no "
+                               "authentication; use 127.0.0.1:PORT or [::1]:PORT)");
+    for (const auto& [l, name] : {std::pair{&c.outer, "outer"}, {&c.outer_tls, "outer_tls"}, {&c.inner, "inner"}})
+        if (*l && (*l)->host == ep.host && (*l)->port == ep.port)
+            r.fail(*sec, "listen", "same address as [listen] " + std::string(name) + " (" + ep.to_string() + ")");
+    c.metrics_listen = ep;
+}
+
 void read_log(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "log");
     if (!sec) return;
@@ -592,6 +615,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
         read_dns(r, root, c);
         read_limits(r, root, c);
         read_mux(r, root, c);
+        read_metrics(r, root, c);
         read_log(r, root, c);
     } catch (const ConfigError& e) {
         return make_error(e.what());

@@ -97,6 +97,9 @@ struct Config {
     double mux_add_rate = 2000;       // peer adds per second per stream ...
     double mux_add_burst = 12000;     // ... and burst
 
+    // [metrics]: Prometheus text on a loopback HTTP port (no authentication)
+    std::optional<Endpoint> metrics_listen;
+
     // [log]
     std::string log_level = "info";
     std::string log_file; // empty: stderr

@@ -104,6 +104,11 @@ Result<void> Gateway::start() {
         if (auto r = admin_->listen(cfg_.admin_socket); !r) return make_error(fmt::format("[gateway] admin_socket: {}", r.error()));
         log::info(kCtx, "admin socket {}", cfg_.admin_socket);
     }
+    if (cfg_.metrics_listen) {
+        metrics_http_ = std::make_unique<admin::HttpMetricsServer>(loop_, [this] { return metrics_text(); });
+        if (auto r = metrics_http_->listen(cfg_.metrics_listen->host, cfg_.metrics_listen->port); !r)
+            return make_error(fmt::format("[metrics] listen: {}", r.error()));
+    }
 
     handles_ = true;
     uv_prepare_init(loop_, &prepare_);
@@ -143,6 +148,7 @@ void Gateway::stop() {
     log::info(kCtx, "shutting down: closing {} stream(s)", streams_.size());
     for (auto& l : listeners_) l->close();
     if (admin_) admin_->close();
+    if (metrics_http_) metrics_http_->close();
     // Bounce what is still queued, then close every stream.
     for (auto& [key, r] : routes_) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
     std::vector<Stream*> all;
@@ -328,6 +334,9 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     if (info.error) log::info(ctx, "stream closed: {}", info.reason);
     else log::info(ctx, "stream closed ({})", info.reason);
     streams_.erase(s.id());
+    // The session is closed: its stanza counts are final.
+    stats_.stanzas_in[net::index(s.kind())] += s.session().stanzas_in();
+    stats_.stanzas_out[net::index(s.kind())] += s.session().stanzas_out();
     if (s.kind() == StreamKind::VerifyOut) verify_failed(s.id(), info.reason);
     if (auto m = muxes_.find(s.id()); m != muxes_.end()) {
         // Freed later: we may be inside a call of this very MuxSession.
@@ -337,6 +346,9 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
         stats_.mux_adds_failed += ms.adds_failed;
         stats_.mux_peer_adds_ok += ms.peer_adds_ok;
         stats_.mux_peer_adds_failed += ms.peer_adds_failed;
+        for (const auto& [r, n] : ms.failures) stats_.mux_add_failures[r] += n;
+        for (const auto& [r, n] : ms.peer_failures) stats_.mux_peer_add_failures[r] += n;
+        stats_.mux_add_round_trip.merge(ms.add_round_trip);
         s.session().set_mux(nullptr);
         mux_graveyard_.push_back(std::move(m->second));
         muxes_.erase(m);
@@ -455,7 +467,9 @@ void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const
 void Gateway::flush_queue(Route& r) {
     if (!r.ready) return;
     auto& sess = r.ready->session();
+    const TimeMs now = now_ms();
     while (!r.queue.empty() && sess.can_send(r.from, r.to)) {
+        stats_.queue_wait.observe_ms(now - r.queue.front().at);
         sess.send_stanza_raw(r.queue.front().xml);
         r.queue.pop_front();
         ++r.sent;
@@ -494,6 +508,7 @@ void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string
         return;
     }
     ++stats_.stanzas_bounced;
+    ++stats_.bounced_by[static_cast<std::size_t>(cond)];
     log::info(kCtx, "bounce <{}/> {} -> {}: {} ({})", head.name, head.from, head.to, xmpp::condition_name(cond), text);
     std::string xml;
     xmpp::write_bounce(xml, head, cond, text, payload);

@@ -15,7 +15,9 @@
 #pragma once
 
 #include "admin/backend.h"
+#include "admin/http_metrics.h"
 #include "admin/server.h"
+#include "common/metrics.h"
 #include "daemon/config.h"
 #include "mux/mux_session.h"
 #include "net/listener.h"
@@ -27,6 +29,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -38,6 +41,10 @@
 #include <vector>
 
 namespace s2smux {
+
+// Array sizes for counters indexed by an enum (its last value + 1).
+inline constexpr std::size_t kStanzaErrors = static_cast<std::size_t>(xmpp::StanzaError::UndefinedCondition) + 1;
+inline constexpr std::size_t kRefusals = static_cast<std::size_t>(mux::Refusal::ToNotAccepted) + 1;
 
 struct GatewayStats {
     std::uint64_t mux_streams = 0;      // streams on which multiplexing was enabled
@@ -51,6 +58,16 @@ struct GatewayStats {
     std::uint64_t stanzas_dropped = 0;  // could not even be bounced (logged)
     std::uint64_t streams_accepted = 0;
     std::uint64_t streams_connected = 0;
+
+    // For the metrics (gateway_metrics.cc); the rest of the totals live where
+    // they are counted (net::Context, live sessions and mux streams).
+    std::array<std::uint64_t, net::kStreamKinds> stanzas_in{}, stanzas_out{}; // of closed streams, by kind
+    std::array<std::uint64_t, kStanzaErrors> bounced_by{};                    // by condition
+    std::array<std::uint64_t, kRefusals> mux_refused_in_by{}, mux_refused_out_by{}; // by mux::Refusal
+    std::map<std::string, std::uint64_t, std::less<>> mux_add_failures, mux_peer_add_failures; // closed streams
+    metrics::Histogram mux_add_round_trip; // closed streams
+    metrics::Histogram queue_wait;         // queued stanzas, enqueued -> sent
+    metrics::Histogram mux_verify;         // a peer's add (chain + proof) on the thread pool
 };
 
 class Gateway final : public net::StreamOwner, public admin::Backend {
@@ -79,6 +96,8 @@ public:
     std::string status_line() const;
 
     const GatewayStats& stats() const { return stats_; }
+    // The Prometheus exposition (gateway_metrics.cc): `s2smuxctl metrics`, [metrics] listen.
+    std::string metrics_text() const;
     const Config& config() const { return cfg_; }
     bool is_local(std::string_view domain) const;
     // A local domain, or a wildcard ("*.x.test") covering one.
@@ -137,6 +156,7 @@ private:
     void certs(admin::Done done) override;
     void streams(admin::Done done) override;
     void stats(admin::Done done) override;
+    void metrics(admin::Done done) override;
     void cert_add(std::string cert_path, std::string key_path, bool replace, admin::Done done) override;
     void cert_remove(std::string domain, admin::Done done) override;
     // Transactions (gateway_cert_tx.cc).
@@ -248,6 +268,7 @@ private:
     std::function<void()> on_stopped_;
     TimeMs drain_deadline_ = 0;
     bool drain_bounced_ = false; // drain timed out once: remote queues bounced
+    std::unique_ptr<admin::HttpMetricsServer> metrics_http_; // [metrics] listen
     std::vector<std::shared_ptr<AdminAdd>> admin_adds_;
 
     uv_prepare_t prepare_{};

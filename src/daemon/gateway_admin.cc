@@ -87,7 +87,8 @@ void Gateway::streams(admin::Done done) {
 void Gateway::stats(admin::Done done) {
     std::uint64_t adds_ok = stats_.mux_adds_ok, adds_failed = stats_.mux_adds_failed;
     std::uint64_t peer_ok = stats_.mux_peer_adds_ok, peer_failed = stats_.mux_peer_adds_failed;
-    std::map<std::string, std::uint64_t> by_reason;
+    std::map<std::string, std::uint64_t> by_reason(stats_.mux_peer_add_failures.begin(),
+                                                    stats_.mux_peer_add_failures.end()); // closed streams
     for (const auto& [id, p] : muxes_) {
         const auto& ms = p->mux->stats();
         adds_ok += ms.adds_ok;

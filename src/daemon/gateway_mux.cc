@@ -31,12 +31,25 @@ void Gateway::MuxPeer::mux_sign(std::shared_ptr<const tls::LocalCert> cert, std:
 }
 
 void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux::AddCheckResult)> done) {
-    auto res = std::make_shared<mux::AddCheckResult>();
+    struct Out {
+        mux::AddCheckResult res;
+        double seconds = 0; // measured on the pool thread
+    };
+    auto out = std::make_shared<Out>();
     const tls::TrustStore* trust = &gw.trust_;
     mux::ChainCache* cache = &gw.mux_chains_;
+    GatewayStats* stats = &gw.stats_; // the gateway outlives its pool jobs (uv_run drains them)
     net::run_in_pool(
-        gw.loop_, [trust, cache, in = std::move(in), res] { *res = mux::check_add(*trust, in, cache); },
-        [res, done = std::move(done)] { done(std::move(*res)); });
+        gw.loop_,
+        [trust, cache, in = std::move(in), out] {
+            auto t0 = std::chrono::steady_clock::now();
+            out->res = mux::check_add(*trust, in, cache);
+            out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        },
+        [out, stats, done = std::move(done)] {
+            stats->mux_verify.observe(out->seconds);
+            done(std::move(out->res));
+        });
 }
 
 bool Gateway::MuxPeer::mux_is_local(std::string_view name) { return gw.is_local_pattern(name); }
@@ -51,6 +64,7 @@ void Gateway::MuxPeer::mux_add_answered(std::string_view domain, bool ok, mux::A
 
 void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal why, std::string_view text) {
     ++gw.stats_.mux_refused_out;
+    ++gw.stats_.mux_refused_out_by[static_cast<std::size_t>(why)];
     if (!gw.is_local(xmpp::jid_domain(head.from))) {
         ++gw.stats_.stanzas_dropped;
         log::warn(stream->session().log_context(), "mux: refusal for a stanza not from us ({}) ignored", head.from);
@@ -62,6 +76,7 @@ void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal wh
 
 void Gateway::MuxPeer::mux_refusing(const xmpp::StanzaHead& head, mux::Refusal why) {
     ++gw.stats_.mux_refused_in;
+    ++gw.stats_.mux_refused_in_by[static_cast<std::size_t>(why)];
     log::warn(stream->session().log_context(), "mux: refused <{}/> from {} to {}: {} (not delivered)", head.name,
               head.from, head.to, mux::to_string(why));
 }

@@ -116,6 +116,7 @@ void Gateway::apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert
     keep(nc.ca_file != cfg_.ca_file, "[tls] ca_file", nc.ca_file, cfg_.ca_file);
     keep(nc.system_ca != cfg_.system_ca, "[tls] system_ca", nc.system_ca, cfg_.system_ca);
     keep(ep(nc.nameserver) != ep(cfg_.nameserver), "[dns] nameserver", nc.nameserver, cfg_.nameserver);
+    keep(ep(nc.metrics_listen) != ep(cfg_.metrics_listen), "[metrics] listen", nc.metrics_listen, cfg_.metrics_listen);
 
     // Local domains: configured ones; names of certificates added at run
     // time (cert add / commit) stay.

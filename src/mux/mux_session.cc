@@ -171,6 +171,7 @@ void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::stri
             pending_out_.erase(ids);
             emit(id, {});
             failed_ours_[domain] = "signing failed";
+            ++stats_.failures["signing-failed"];
             log::error(session_.log_context(), "mux: cannot sign the add of {}: {}", domain, sig.error());
             host_.mux_add_answered(domain, false, AddFailure::Malformed, sig.error());
             return;
@@ -437,6 +438,7 @@ void MuxSession::recv_added(const xml::Node& el) {
         ours_.push_back(CertEntry{subject, names, pa.cert->identity.not_after, id, {}});
     }
     ++stats_.adds_ok;
+    stats_.add_round_trip.observe_ms(now_ - pa.sent_at);
     if (pa.timed_out) --stats_.adds_failed;
     failed_ours_.erase(pa.domain);
     log::info(session_.log_context(), "mux: the peer accepted {} (id {}, {} name(s))", pa.domain, id, names.size());
@@ -453,6 +455,7 @@ void MuxSession::recv_failed(const xml::Node& el) {
     }
     std::string domain = it->second.domain;
     bool already_reported = it->second.timed_out;
+    stats_.add_round_trip.observe_ms(now_ - it->second.sent_at);
     pending_out_.erase(it);
     std::string_view cond = condition_of(el);
     AddFailure why = AddFailure::Malformed;
@@ -461,6 +464,7 @@ void MuxSession::recv_failed(const xml::Node& el) {
     failed_ours_[domain] = text.empty() ? std::string(cond) : fmt::format("{}: {}", cond, text);
     if (already_reported) return;
     ++stats_.adds_failed;
+    ++stats_.failures[to_string(why)]; // parsed: the peer cannot invent label values
     log::warn(session_.log_context(), "mux: the peer refused our add of {} (id {}): {}{}{}", domain, id, cond,
               text.empty() ? "" : ": ", text);
     host_.mux_add_answered(domain, false, why, text);
@@ -658,6 +662,7 @@ void MuxSession::mux_timer(TimeMs now) {
         ++it;
         failed_ours_[domain] = "timeout";
         ++stats_.adds_failed;
+        ++stats_.failures["timeout"];
         host_.mux_add_answered(domain, false, AddFailure::Busy,
                                fmt::format("no answer within {} s", limits_.add_timeout_ms / 1000));
         changed = true;

@@ -17,6 +17,7 @@
 #pragma once
 
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "mux/add_check.h"
 #include "mux/proof.h"
 #include "tls/certs.h"
@@ -65,6 +66,10 @@ struct MuxStats {
     std::uint64_t refused_in = 0;   // stanzas we refused
     std::uint64_t refused_out = 0;  // our stanzas the peer refused
     std::map<std::string, std::uint64_t, std::less<>> peer_failures; // by reason
+    // Our failed adds by reason (wire name, "timeout", "signing-failed"). Never
+    // decremented, unlike adds_failed: a timed-out add later accepted stays here.
+    std::map<std::string, std::uint64_t, std::less<>> failures;
+    metrics::Histogram add_round_trip; // our add started (signing included) -> the peer's answer
 };
 
 // What the daemon provides: crypto off the loop, local knowledge, and

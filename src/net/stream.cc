@@ -1,10 +1,12 @@
 #include "net/stream.h"
 
 #include "common/log.h"
+#include "net/work.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 
 namespace s2smux::net {
@@ -49,6 +51,7 @@ struct VerifyWork {
     const tls::TrustStore* trust;
     std::vector<std::string> chain;
     tls::VerifyResult result;
+    double seconds = 0; // time spent verifying, on the pool thread
 };
 
 struct ConnectAttempt {
@@ -226,6 +229,7 @@ void Stream::read_cb(uv_stream_t* h, ssize_t n, const uv_buf_t* buf) {
 void Stream::on_read(const char* data, std::size_t len) {
     if (closing_ || finished_) return;
     stats_.bytes_in += len;
+    ctx_.totals[index(kind_)].bytes_in += len;
     TimeMs now = uv_now(ctx_.loop);
     if (!tls_) {
         session_->on_bytes(data, len, now);
@@ -238,7 +242,10 @@ void Stream::on_read(const char* data, std::size_t len) {
             fail_transport(fmt::format("TLS: {}", tls_->error()), xmpp::StanzaError::RemoteServerTimeout);
             return;
         }
-        if (!was_done && tls_->handshake_done()) tls_handshake_done();
+        if (!was_done && tls_->handshake_done()) {
+            count_tls(true);
+            tls_handshake_done();
+        }
         if (log::enabled(log::Level::Debug))
             log::debug(session_->log_context(), "read {} bytes, {} plaintext{}", len, plain_scratch_.size(),
                        verifying_ ? " (held until the certificate is verified)" : "");
@@ -302,17 +309,22 @@ void Stream::tls_handshake_done() {
     w->chain = std::move(chain);
     verifying_ = true;
     ++refs_;
+    ++pool_jobs;
     uv_queue_work(
         ctx_.loop, &w->req,
         [](uv_work_t* req) {
             auto* w = static_cast<VerifyWork*>(req->data);
+            auto t0 = std::chrono::steady_clock::now();
             w->result = tls::verify_chain(*w->trust, w->chain, static_cast<std::int64_t>(std::time(nullptr)));
+            w->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         },
         [](uv_work_t* req, int) {
             auto* w = static_cast<VerifyWork*>(req->data);
             Stream* s = w->stream;
             bool had_chain = !w->chain.empty();
             tls::VerifyResult res = std::move(w->result);
+            s->ctx_.tls_verify.observe(w->seconds); // the Context outlives its streams
+            --pool_jobs;
             delete w;
             if (had_chain && !res.trusted && res.error.empty()) res.error = "verification failed";
             s->verifying_ = false;
@@ -405,6 +417,7 @@ void Stream::write_now() {
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &b, 1);
     if (n > 0) {
         stats_.bytes_out += static_cast<std::uint64_t>(n);
+        ctx_.totals[index(kind_)].bytes_out += static_cast<std::uint64_t>(n);
         if (static_cast<std::size_t>(n) == wpending_.size()) {
             wpending_.clear();
             return;
@@ -429,7 +442,10 @@ void Stream::write_now() {
 void Stream::write_cb(uv_write_t* req, int status) {
     auto* s = static_cast<Stream*>(req->data);
     s->writing_ = false;
-    if (status == 0) s->stats_.bytes_out += s->winflight_.size();
+    if (status == 0) {
+        s->stats_.bytes_out += s->winflight_.size();
+        s->ctx_.totals[index(s->kind_)].bytes_out += s->winflight_.size();
+    }
     s->winflight_.clear();
     if (s->closing_) return;
     if (status < 0) {
@@ -512,9 +528,17 @@ void Stream::session_closed(const xmpp::CloseInfo& info) {
     mark_dirty();
 }
 
+void Stream::count_tls(bool ok) {
+    if (tls_counted_) return;
+    tls_counted_ = true;
+    auto& t = ctx_.totals[index(kind_)];
+    ++(ok ? t.tls_ok : t.tls_failed);
+}
+
 void Stream::shutdown(std::string_view why) {
     if (closing_) return;
     closing_ = true;
+    if (tls_) count_tls(false); // no-op when the handshake completed
     log::debug(session_->log_context(), "closing connection ({})", why);
     if (in_dirty_) {
         auto it = std::find(ctx_.dirty.begin(), ctx_.dirty.end(), this);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "route/resolver.h"
 #include "tls/channel.h"
 #include "tls/trust.h"
@@ -16,6 +17,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,6 +59,18 @@ public:
     virtual void stream_closed(Stream& s, const xmpp::CloseInfo& info) = 0;
 };
 
+inline constexpr std::size_t kStreamKinds = 5;
+constexpr std::size_t index(StreamKind k) { return static_cast<std::size_t>(k); }
+static_assert(index(StreamKind::VerifyOut) + 1 == kStreamKinds, "a stream kind was added: update kStreamKinds");
+
+// Totals of every stream of one kind, counted where they happen so that they
+// outlive the streams (metrics).
+struct KindTotals {
+    std::uint64_t bytes_in = 0, bytes_out = 0; // on the wire
+    std::uint64_t tls_ok = 0;      // handshakes completed
+    std::uint64_t tls_failed = 0;  // handshakes that failed or whose connection ended first
+};
+
 // Shared by all streams of a loop.
 struct Context {
     uv_loop_t* loop = nullptr;
@@ -65,6 +79,8 @@ struct Context {
     const xmpp::DialbackKeys* keys = nullptr;
     StreamOwner* owner = nullptr;
     std::vector<Stream*> dirty; // streams with output to flush
+    std::array<KindTotals, kStreamKinds> totals{}; // by index(StreamKind)
+    metrics::Histogram tls_verify; // peer certificate chain verification on the thread pool
 };
 
 struct StreamStats {
@@ -87,6 +103,7 @@ public:
     const std::string& peer() const { return peer_; }
     const StreamStats& stats() const { return stats_; }
     bool finished() const { return finished_; }
+    bool connected() const { return tcp_ != nullptr; } // TCP up (accepted, or connected to a target)
 
     // Encrypt and write pending session output (from the owner's dirty list).
     void flush();
@@ -131,6 +148,7 @@ private:
     void mark_dirty();
     void write_now();
     void fail_transport(std::string reason, xmpp::StanzaError bounce);
+    void count_tls(bool ok);
     void unref();
     void set_log_context();
 
@@ -164,6 +182,7 @@ private:
     bool tls_bye_ = false;          // close_notify queued
     bool started_ = false;          // session_->start() called
     bool start_pending_ = false;    // outgoing: first connect attempt not yet made
+    bool tls_counted_ = false;      // handshake outcome counted in ctx_.totals
     TimeMs timer_due_ = kNever;
     TimeMs close_deadline_ = kNever;
 

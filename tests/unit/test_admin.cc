@@ -92,6 +92,7 @@ struct FakeBackend : Backend {
     void certs(Done d) override { answer("certs", {}, std::move(d)); }
     void streams(Done d) override { answer("streams", {}, std::move(d)); }
     void stats(Done d) override { answer("stats", {}, std::move(d)); }
+    void metrics(Done d) override { answer("metrics", {}, std::move(d)); }
     void cert_add(std::string cert, std::string key, bool replace, Done d) override {
         answer(replace ? "cert_replace" : "cert_add", {cert, key}, std::move(d));
     }
@@ -504,6 +505,7 @@ BOOST_AUTO_TEST_CASE(argument_counts) {
         {{"reload", "now"}, "usage: reload"},
         {{"close"}, "usage: close PEER [CONDITION]"},
         {{"resolve", "a", "b"}, "usage: resolve DOMAIN"},
+        {{"metrics", "x"}, "usage: metrics"},
     };
     for (const auto& [words, err] : cases) {
         auto r = call(d, b, words);
@@ -522,6 +524,7 @@ BOOST_AUTO_TEST_CASE(routing) {
         {{"certs"}, {"certs", {}}},
         {{"streams"}, {"streams", {}}},
         {{"stats"}, {"stats", {}}},
+        {{"metrics"}, {"metrics", {}}},
         {{"cert", "add", "/a/c.pem", "/a/k.pem"}, {"cert_add", {"/a/c.pem", "/a/k.pem"}}},
         {{"cert", "replace", "/a/c 2.pem", "/a/k.pem"}, {"cert_replace", {"/a/c 2.pem", "/a/k.pem"}}},
         {{"cert", "remove", "x.test"}, {"cert_remove", {"x.test"}}},
@@ -558,7 +561,7 @@ BOOST_AUTO_TEST_CASE(help) {
     BOOST_REQUIRE(r.has_value());
     BOOST_TEST(r->error.empty());
     BOOST_TEST(r->lines.size() == d.commands().size());
-    for (const char* u : {"domains", "certs", "streams", "stats", "cert add CERT KEY", "cert replace CERT KEY",
+    for (const char* u : {"domains", "certs", "streams", "stats", "metrics", "cert add CERT KEY", "cert replace CERT KEY",
                           "cert remove DOMAIN", "cert new NAME", "cert set NAME CERT KEY", "cert commit NAME",
                           "cert abort NAME", "cert show [NAME]", "reload", "close PEER [CONDITION]",
                           "resolve DOMAIN", "help [COMMAND]"}) {
@@ -568,7 +571,7 @@ BOOST_AUTO_TEST_CASE(help) {
     }
     // Summaries start in the same column.
     auto col = r->lines[0].find("  local domains");
-    BOOST_TEST(r->lines[4].find("  load a certificate") == col);
+    BOOST_TEST(r->lines[5].find("  load a certificate") == col);
 
     r = call(d, b, {"help", "cert"}); // add, replace, remove, new, set, commit, abort, show
     BOOST_TEST(r->lines.size() == 8u);

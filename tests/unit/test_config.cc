@@ -606,6 +606,28 @@ BOOST_AUTO_TEST_CASE(log_level) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(metrics_listen) {
+    auto none = parse(kMinimal);
+    REQUIRE_OK(none);
+    BOOST_TEST(!none->metrics_listen);
+    for (const char* a : {"127.0.0.1:9100", "[::1]:9100", "127.0.0.2:9100"}) {
+        auto r = parse(kMinimal + "[metrics]\nlisten = \"" + a + "\"\n");
+        REQUIRE_OK(r);
+        BOOST_REQUIRE(r->metrics_listen);
+        BOOST_TEST(r->metrics_listen->to_string() == a);
+    }
+    BOOST_TEST(error_of(parse(kMinimal + "[metrics]\nlisten = \"0.0.0.0:9100\"\n")) ==
+               "a.toml: [metrics] listen: 0.0.0.0:9100 is not a loopback address (the metrics endpoint has no "
+               "authentication; use 127.0.0.1:PORT or [::1]:PORT)");
+    BOOST_TEST(error_of(parse(kMinimal + "[metrics]\nlisten = \"[::]:9100\"\n")).find(
+                   "[metrics] listen: [::]:9100 is not a loopback address") != std::string::npos);
+    BOOST_TEST(error_of(parse(kMinimal + "[metrics]\nlisten = \"localhost:9100\"\n")).find(
+                   "[metrics] listen: invalid address") != std::string::npos);
+    BOOST_TEST(error_of(parse(kMinimal + "[metrics]\nlisten = \"127.0.0.1:15269\"\n")) ==
+               "a.toml: [metrics] listen: same address as [listen] inner (127.0.0.1:15269)");
+    BOOST_TEST(error_of(parse(kMinimal + "[metrics]\nport = 9100\n")) == "a.toml: unknown key [metrics] port");
+}
+
 BOOST_AUTO_TEST_CASE(conflicting_addresses) {
     BOOST_TEST(error_of(parse("[gateway]\ndomains = [\"a.test\"]\n[listen]\nouter = \"127.0.0.1:5269\"\n"
                               "inner = \"127.0.0.1:5269\"\n[upstream]\naddress = \"127.0.0.1:25269\"\n")) ==
