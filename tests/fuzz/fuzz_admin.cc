@@ -39,6 +39,15 @@ struct StubBackend final : Backend {
     void stats(Done d) override { answer(d); }
     void cert_add(std::string, std::string, bool, Done d) override { answer(d); }
     void cert_remove(std::string, Done d) override { answer(d); }
+    void metrics(Done d) override { answer(d); }
+    void cert_new(std::string, Done d) override { answer(d); }
+    void cert_set(std::string, std::string, std::string, Done d) override { answer(d); }
+    void cert_commit(std::string, Done d) override { answer(d); }
+    void cert_abort(std::string, Done d) override { answer(d); }
+    void cert_show(std::string, Done d) override { answer(d); }
+    void reload(Done d) override { answer(d); }
+    void close_stream(std::string, std::string, Done d) override { answer(d); }
+    void resolve(std::string, Done d) override { answer(d); }
 };
 
 bool printable(std::string_view s) {
