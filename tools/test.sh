@@ -35,7 +35,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
   meson test -C build-asan --print-errorlogs --num-processes "$jobs" || status=1
 
 # Fuzz build (clang, libFuzzer + ASan + UBSan): suite `fuzz` only, each target
-# on its corpus, then 20 s of fuzzing (tests/fuzz/README.md for long runs).
+# on its corpus, then a short fuzz run from a fixed seed (tests/fuzz/README.md
+# for long runs).
 CC=clang-14 CXX=clang++-14 meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=disabled \
   -Db_lundef=false >/dev/null 2>&1 || meson setup --reconfigure build-fuzz >/dev/null
 ninja -C build-fuzz -j "$jobs" fuzzers

@@ -12,6 +12,7 @@
 // (well-formedness, UTF-8, namespaces, entities); the SAX callbacks check
 // the remaining limits and build Nodes in the arena.
 #include "xml/stream_parser.h"
+#include "xml/writer.h"
 
 #include <libxml/parser.h>
 #include <libxml/dict.h>
@@ -49,41 +50,6 @@ inline bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' |
 bool all_ws(const char* p, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i)
         if (!is_ws(static_cast<unsigned char>(p[i]))) return false;
-    return true;
-}
-
-// Strict UTF-8 of XML characters: no overlong forms, surrogates, values
-// past U+10FFFF or control characters.
-bool valid_xml_utf8(const unsigned char* s, std::size_t n) {
-    for (std::size_t i = 0; i < n;) {
-        const unsigned c = s[i];
-        if (c < 0x80) {
-            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') return false;
-            ++i;
-            continue;
-        }
-        unsigned len, cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len) return false;
-        for (unsigned k = 1; k < len; ++k) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return false;
-        if ((cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF) return false;
-        i += len;
-    }
     return true;
 }
 
@@ -840,6 +806,12 @@ void StreamParser::Impl::on_error(const xmlError* e) {
     for (const char* m = e->message ? e->message : "malformed XML"; *m && n + 1 < sizeof detail; ++m)
         detail[n++] = *m == '\n' ? ' ' : *m;
     while (n > 0 && detail[n - 1] == ' ') --n;
+    // The message quotes the peer's bytes and the cut above may split a
+    // character: it ends up in a stream error's <text/>, which must stay
+    // well-formed, so anything but clean UTF-8 is shown as '?'.
+    if (!valid_xml_utf8(reinterpret_cast<const unsigned char*>(detail), n))
+        for (std::size_t i = 0; i < n; ++i)
+            if (static_cast<unsigned char>(detail[i]) >= 0x80 || static_cast<unsigned char>(detail[i]) < 0x20) detail[i] = '?';
     fail(ParseError::NotWellFormed, std::string_view(detail, n));
 }
 

@@ -13,6 +13,12 @@ namespace s2smux::xml {
 
 void escape_text(std::string& out, std::string_view s);
 void escape_attr(std::string& out, std::string_view s);
+// Strict UTF-8 of XML characters: no overlong forms, surrogates, values
+// past U+10FFFF or control characters (tab, LF and CR are allowed).
+bool valid_xml_utf8(const unsigned char* s, std::size_t n);
+inline bool valid_xml_utf8(std::string_view s) {
+    return valid_xml_utf8(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+}
 
 // Serializes `el` as it would appear inside a stream whose default namespace
 // is `default_ns` ("jabber:server"). Elements in another namespace get an

@@ -1,5 +1,7 @@
 #include "xmpp/jid.h"
 
+#include "xml/writer.h"
+
 #include <cctype>
 
 namespace s2smux::xmpp {
@@ -16,14 +18,14 @@ bool valid_local(std::string_view s) {
             c == '<' || c == '>' || c == '@')
             return false;
     }
-    return true;
+    return xml::valid_xml_utf8(s);
 }
 
 bool valid_resource(std::string_view s) {
     if (s.empty() || s.size() > kMaxPart) return false;
     for (unsigned char c : s)
         if (c < 0x20 || c == 0x7f) return false;
-    return true;
+    return xml::valid_xml_utf8(s);
 }
 
 } // namespace
@@ -39,6 +41,7 @@ bool valid_domain(std::string_view d) {
         return true;
     }
     std::size_t label = 0;
+    bool non_ascii = false;
     for (unsigned char c : d) {
         if (c == '.') {
             if (label == 0) return false;
@@ -46,12 +49,16 @@ bool valid_domain(std::string_view d) {
             continue;
         }
         if (++label > 63) return false;
-        if (c >= 0x80) continue; // UTF-8 of an internationalised label
+        if (c >= 0x80) { // UTF-8 of an internationalised label, checked below
+            non_ascii = true;
+            continue;
+        }
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '-' || c == '_';
         if (!ok) return false;
     }
-    return label != 0;
+    // A name from base64 (SASL authzid) was never checked by the XML parser.
+    return label != 0 && (!non_ascii || xml::valid_xml_utf8(d));
 }
 
 bool parse_jid(std::string_view jid, JidParts& out) {

@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "xml/writer.h"
+#include "xmpp/jid.h"
 #include "xmpp/session.h"
 
 #include <optional>
@@ -295,6 +296,38 @@ BOOST_AUTO_TEST_CASE(receiver_sasl_external_refused_for_wrong_name) {
     BOOST_TEST(has(out, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>"));
     BOOST_TEST(r.host.auths.empty());
     BOOST_TEST(!r.host.closed); // the peer may still use dialback
+}
+
+// Regression (fuzz_session): the authzid is base64, so the XML parser never
+// checked its bytes; a name that is not UTF-8 was quoted into the failure's
+// <text/> and made our output malformed.
+BOOST_AUTO_TEST_CASE(receiver_sasl_external_authzid_not_utf8) {
+    Receiver r;
+    const char* no_from =
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+        "to='a.test' version='1.0'>";
+    r.s.on_bytes(no_from, 0);
+    r.s.on_bytes("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 0);
+    r.s.on_tls_established(tls_with({"b.test"}), 0);
+    r.s.on_bytes(no_from, 0);
+    take(r.s);
+    // base64 of "b.t\xb9est": a lone continuation byte.
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50uWVzdA==</auth>", 0);
+    std::string out = take(r.s);
+    BOOST_TEST(has(out, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-authzid/></failure>"));
+    BOOST_TEST(xml::valid_xml_utf8(out));
+    BOOST_TEST(r.host.auths.empty());
+}
+
+BOOST_AUTO_TEST_CASE(jid_parts_must_be_utf8) {
+    BOOST_TEST(valid_domain("b\xc3\xbc" "cher.example"));
+    BOOST_TEST(!valid_domain("b.t\xb9" "est"));      // lone continuation byte
+    BOOST_TEST(!valid_domain("b\xc3" ".test"));       // truncated sequence
+    BOOST_TEST(!valid_domain("\xc0\xae" "b.test"));  // overlong
+    JidParts p;
+    BOOST_TEST(parse_jid("u\xc3\xa9@b.test/r\xc3\xa9", p));
+    BOOST_TEST(!parse_jid("u\xff@b.test", p));
+    BOOST_TEST(!parse_jid("u@b.test/r\xed\xa0\x80", p)); // surrogate
 }
 
 BOOST_AUTO_TEST_CASE(receiver_untrusted_cert_dialback_pending_then_valid) {
