@@ -88,11 +88,34 @@ Session::Session(SessionConfig cfg, SessionHost& host, const DialbackKeys& keys)
 
 Session::~Session() = default;
 
+// A call into the session: recorded when tapped; nesting is tracked so that
+// a tap can tell the host's own calls from those made inside a callback.
+struct Session::TapCall {
+    Session& s;
+    explicit TapCall(Session& self) : s(self) { ++s.depth_; }
+    TapCall(Session& self, std::string_view name, std::initializer_list<std::string_view> args) : s(self) {
+        if (s.tap_) s.tap_->tap_call(name, args, s.now_, s.depth_ > 0);
+        ++s.depth_;
+    }
+    ~TapCall() { --s.depth_; }
+    TapCall(const TapCall&) = delete;
+    TapCall& operator=(const TapCall&) = delete;
+};
+
+void Session::set_limits(const xml::Limits& l) {
+    TapCall c(*this, "limits",
+              {std::to_string(l.max_stanza_bytes), std::to_string(l.max_header_bytes), std::to_string(l.max_depth),
+               std::to_string(l.max_attrs), std::to_string(l.max_attr_value)});
+    cfg_.limits = l;
+    parser_.set_limits(l);
+}
+
 // ---------------------------------------------------------------- output
 
 void Session::append(std::string_view s) {
     bool was_empty = out_.empty();
     out_.append(s);
+    if (tap_) tap_->tap_out(s);
     if (was_empty && !out_.empty()) host_.session_wants_write();
 }
 
@@ -153,6 +176,7 @@ void Session::send_features() {
 }
 
 void Session::send_stanza_raw(std::string_view serialized_stanza) {
+    TapCall c(*this, "send-stanza", {serialized_stanza});
     ++stanzas_out_;
     append(serialized_stanza);
 }
@@ -160,22 +184,35 @@ void Session::send_stanza_raw(std::string_view serialized_stanza) {
 void Session::send_stanza(const xml::Node& el) {
     ++stanzas_out_;
     bool was_empty = out_.empty();
+    const std::size_t at = out_.size();
     xml::serialize(out_, el);
+    if (tap_) { // recorded as the serialized stanza it became
+        std::string_view part = std::string_view(out_).substr(at);
+        tap_->tap_call("send-stanza", {part}, now_, depth_ > 0);
+        tap_->tap_out(part);
+    }
     if (was_empty) host_.session_wants_write();
 }
 
-void Session::send_raw(std::string_view serialized) { append(serialized); }
+void Session::send_raw(std::string_view serialized) {
+    TapCall c(*this, "send-raw", {serialized});
+    append(serialized);
+}
 
 // ----------------------------------------------------------------- input
 
 void Session::start(TimeMs now) {
     now_ = now;
+    TapCall c(*this, "start", {});
     deadline_ = now + cfg_.auth_timeout_ms;
     if (cfg_.role == Role::Initiator) send_header();
 }
 
 void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
     now_ = now;
+    if (tap_) [[unlikely]]
+        tap_->tap_in(std::string_view(data, len), now);
+    TapCall c(*this);
     if (state_ == State::Closed || state_ == State::TlsPending) return;
     feed(data, len);
 }
@@ -198,6 +235,7 @@ void Session::feed(const char* data, std::size_t len) {
             }
             state_ = State::TlsPending;
             header_sent_ = false; // the stream inside TLS is a new one: a stream error must open it first
+            callback("start-tls");
             host_.session_start_tls();
             return;
         }
@@ -213,6 +251,8 @@ void Session::feed(const char* data, std::size_t len) {
 
 void Session::on_tls_established(TlsState st, TimeMs now) {
     now_ = now;
+    if (tap_) tap_->tap_tls(st, now, depth_ > 0);
+    TapCall c(*this);
     if (state_ == State::Closed) return;
     bool direct = state_ != State::TlsPending; // direct TLS: before start()
     tls_ = std::move(st);
@@ -235,6 +275,7 @@ void Session::on_tls_established(TlsState st, TimeMs now) {
 }
 
 void Session::on_transport_closed(std::string_view why) {
+    TapCall c(*this, "eof", {why});
     if (state_ == State::Closed) return;
     CloseInfo info;
     info.by_peer = true;
@@ -251,8 +292,12 @@ TimeMs Session::next_deadline() const {
 
 void Session::on_timer(TimeMs now) {
     now_ = now;
+    TapCall c(*this, "timer", {});
     if (state_ == State::Closed) return;
-    if (mux_ && now >= mux_->mux_deadline()) mux_->mux_timer(now);
+    if (mux_ && answer("mux-due", {}, now >= mux_->mux_deadline())) {
+        callback("mux-timer");
+        mux_->mux_timer(now);
+    }
     if (state_ == State::Closed || now < deadline_) return;
     deadline_ = kNever;
     auto secs = cfg_.auth_timeout_ms / 1000;
@@ -289,7 +334,7 @@ bool Session::on_stream_open(const xml::StreamHeader& hdr) {
 
 bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
     std::string to = lowercase_domain(hdr.to);
-    if (to.empty() || !valid_domain(to) || !host_.session_hosts(to)) {
+    if (to.empty() || !valid_domain(to) || !answer("hosts", {to}, host_.session_hosts(to))) {
         fail(StreamError::HostUnknown,
              hdr.to.empty() ? std::string("stream header has no 'to'")
                             : fmt::format("'{}' is not served here", hdr.to));
@@ -302,7 +347,7 @@ bool Session::recv_header_receiver(const xml::StreamHeader& hdr) {
     }
     local_domain_ = to;
     if (!hdr.from.empty()) remote_domain_ = lowercase_domain(hdr.from);
-    stream_id_ = random_stream_id();
+    stream_id_ = answer("stream-id", {}, random_stream_id());
     send_header();
     send_features();
     state_ = State::Negotiating;
@@ -485,7 +530,7 @@ void Session::recv_db_result_receiver(const xml::Node& el) {
         fail(StreamError::InvalidFrom, fmt::format("invalid dialback 'from' '{}'", from));
         return;
     }
-    if (!valid_domain(to) || !host_.session_hosts(to)) {
+    if (!valid_domain(to) || !answer("hosts", {to}, host_.session_hosts(to))) {
         fail(StreamError::HostUnknown, fmt::format("'{}' is not served here", to));
         return;
     }
@@ -521,6 +566,11 @@ void Session::recv_db_result_receiver(const xml::Node& el) {
     }
     pending_db_.emplace(from, to);
     DialbackVerdict v = host_.session_dialback_request(DialbackRequest{from, to, key, stream_id_});
+    if (tap_) {
+        static constexpr std::string_view kVerdicts[] = {"valid", "invalid", "pending"};
+        std::string a = tap_->tap_answer("dialback", {from, to}, std::string(kVerdicts[static_cast<int>(v)]));
+        v = a == "valid" ? DialbackVerdict::Valid : a == "invalid" ? DialbackVerdict::Invalid : DialbackVerdict::Pending;
+    }
     if (state_ == State::Closed) return;
     if (v == DialbackVerdict::Pending) return;
     if (auto it = pending_db_.find(std::pair<std::string_view, std::string_view>(from, to)); it != pending_db_.end())
@@ -536,6 +586,7 @@ void Session::recv_db_result_receiver(const xml::Node& el) {
 
 void Session::dialback_result(std::string_view from, std::string_view to, bool valid,
                               std::string_view error, StanzaError cond) {
+    TapCall c(*this, "dialback-result", {from, to, valid ? "valid" : "invalid", error, condition_name(cond)});
     if (state_ == State::Closed) return;
     auto it = pending_db_.find(std::pair<std::string_view, std::string_view>(from, to));
     if (it == pending_db_.end()) return;
@@ -582,6 +633,7 @@ void Session::recv_features(const xml::Node& el) {
             append("<enable xmlns='urn:s2smux:mux:0'/>");
             mux_enabled_ = true;
             log::info(log_ctx_, "multiplexing enabled (peer offered it)");
+            callback("mux-enabled");
             host_.session_mux_enabled();
             if (state_ == State::Closed) return;
         }
@@ -604,6 +656,7 @@ void Session::recv_features(const xml::Node& el) {
     if (cfg_.verify_only) {
         state_ = State::Ready;
         deadline_ = kNever;
+        callback("ready");
         host_.session_ready();
         return;
     }
@@ -612,7 +665,8 @@ void Session::recv_features(const xml::Node& el) {
         bidi_ = true;
     }
     bool external = has_mechanism(mechs, "EXTERNAL") && cfg_.use_external && tls_.active &&
-                    external_tried_for_.empty() && host_.session_has_cert(cfg_.from);
+                    external_tried_for_.empty() &&
+                    answer("has-cert", {cfg_.from}, host_.session_has_cert(cfg_.from));
     if (external) {
         std::string a = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>";
         base64_encode(a, cfg_.from);
@@ -632,7 +686,8 @@ void Session::recv_features(const xml::Node& el) {
 }
 
 void Session::start_dialback() {
-    std::string key = keys_.generate(cfg_.to, cfg_.from, peer_stream_id_);
+    std::string key = answer("db-key", {cfg_.to, cfg_.from, peer_stream_id_},
+                             keys_.generate(cfg_.to, cfg_.from, peer_stream_id_));
     std::string r;
     xml::Writer(r).open("db:result").attr("from", cfg_.from).attr("to", cfg_.to).text(key).close();
     append(r);
@@ -681,7 +736,10 @@ void Session::recv_db_verify(const xml::Node& el) {
     std::string to = lowercase_domain(el.attr("to"));
     std::string_view id = el.attr("id");
     if (!type.empty()) {
-        if (cfg_.role == Role::Initiator) host_.session_verify_answer(from, to, id, type == "valid");
+        if (cfg_.role == Role::Initiator) {
+            callback("verify-answer", {from, to, id, type});
+            host_.session_verify_answer(from, to, id, type == "valid");
+        }
         else log::debug(log_ctx_, "ignoring <db:verify type='{}'/> on an incoming stream", type);
         return;
     }
@@ -690,7 +748,8 @@ void Session::recv_db_verify(const xml::Node& el) {
         return;
     }
     // We are the authoritative server for `to` (the originating domain).
-    bool valid = host_.session_hosts(to) && keys_.verify(from, to, id, el.text_content());
+    bool valid = answer("hosts", {to}, host_.session_hosts(to)) &&
+                 answer("db-key-valid", {from, to, id}, keys_.verify(from, to, id, el.text_content()));
     std::string r;
     xml::Writer(r).open("db:verify").attr("from", to).attr("to", from).attr("id", id)
         .attr("type", valid ? "valid" : "invalid").close();
@@ -734,7 +793,15 @@ void Session::recv_stanza(const xml::Node& el) {
         // stanza that breaks the rule is refused, never delivered, and the
         // stream stays up (unless the handler is strict).
         const char* reason = nullptr;
-        if (!mux_->mux_check_receive(r.from_domain, r.to_domain, &reason)) {
+        bool ok = mux_->mux_check_receive(r.from_domain, r.to_domain, &reason);
+        if (tap_) {
+            scratch_reason_ = tap_->tap_answer("mux-receive", {r.from_domain, r.to_domain},
+                                               ok ? std::string() : std::string(reason ? reason : "?"));
+            ok = scratch_reason_.empty();
+            reason = scratch_reason_.c_str();
+        }
+        if (!ok) {
+            callback("mux-refuse", {r.from_domain, r.to_domain, reason});
             mux_->mux_refuse(el, r, reason);
             return;
         }
@@ -754,6 +821,7 @@ void Session::recv_stanza(const xml::Node& el) {
         }
     }
     ++stanzas_in_;
+    callback("stanza", {r.from_domain, r.to_domain});
     host_.session_stanza(el, r);
 }
 
@@ -775,6 +843,7 @@ void Session::recv_mux(const xml::Node& el) {
         append("<enabled xmlns='urn:s2smux:mux:0'/>");
         mux_enabled_ = true;
         log::info(log_ctx_, "multiplexing enabled by the peer");
+        callback("mux-enabled");
         host_.session_mux_enabled();
         return;
     }
@@ -783,6 +852,7 @@ void Session::recv_mux(const xml::Node& el) {
         fail(StreamError::PolicyViolation, fmt::format("<{}/> before multiplexing was enabled", el.name));
         return;
     }
+    callback("mux-element", {el.name});
     mux_->mux_element(el, now_);
 }
 
@@ -807,12 +877,14 @@ void Session::add_pair_in(std::string_view from, std::string_view to, AuthMethod
     if (!in_.emplace(std::string(from), std::string(to)).second) return;
     if (cfg_.role == Role::Receiver) deadline_ = kNever;
     log::info(log_ctx_, "authenticated {} -> {} (incoming, {})", from, to, to_string(m));
+    callback("authenticated", {from, to, "in", to_string(m)});
     host_.session_authenticated(from, to, true, m);
 }
 
 void Session::add_pair_out(std::string_view from, std::string_view to, AuthMethod m) {
     if (!out_pairs_.emplace(std::string(from), std::string(to)).second) return;
     log::info(log_ctx_, "authenticated {} -> {} (outgoing, {})", from, to, to_string(m));
+    callback("authenticated", {from, to, "out", to_string(m)});
     host_.session_authenticated(from, to, false, m);
 }
 
@@ -828,6 +900,7 @@ bool Session::can_receive(std::string_view from_domain, std::string_view to_doma
 
 void Session::send_db_verify(std::string_view from, std::string_view to, std::string_view id,
                              std::string_view key) {
+    TapCall c(*this, "db-verify", {from, to, id, key});
     std::string r;
     xml::Writer(r).open("db:verify").attr("from", from).attr("to", to).attr("id", id).text(key).close();
     append(r);
@@ -839,7 +912,7 @@ void Session::fail(StreamError cond, std::string_view text, StanzaError bounce) 
     if (state_ == State::Closed) return;
     log::warn(log_ctx_, "stream error <{}/>: {}", condition_name(cond), text);
     if (!header_sent_ && cfg_.role == Role::Receiver) {
-        if (stream_id_.empty()) stream_id_ = random_stream_id();
+        if (stream_id_.empty()) stream_id_ = answer("stream-id", {}, random_stream_id());
         send_header();
     }
     std::string e;
@@ -868,9 +941,13 @@ void Session::fail_quiet(std::string_view reason, StanzaError bounce) {
     finish_close(std::move(info));
 }
 
-void Session::close(StreamError cond, std::string_view text) { fail(cond, text); }
+void Session::close(StreamError cond, std::string_view text) {
+    TapCall c(*this, "close", {condition_name(cond), text});
+    fail(cond, text);
+}
 
 void Session::close() {
+    TapCall c(*this, "close", {});
     if (state_ == State::Closed) return;
     if (header_sent_ && !sent_close_) {
         append("</stream:stream>");
@@ -885,6 +962,7 @@ void Session::finish_close(CloseInfo info) {
     state_ = State::Closed;
     deadline_ = kNever;
     info.authenticated = !in_.empty() || !out_pairs_.empty();
+    callback("closed", {info.reason});
     host_.session_closed(info);
 }
 

@@ -22,6 +22,7 @@
 #include "xmpp/dialback.h"
 #include "xmpp/errors.h"
 #include "xmpp/policy.h"
+#include "xmpp/session_tap.h"
 
 #include <cstdint>
 #include <set>
@@ -241,10 +242,7 @@ public:
     Role role() const { return cfg_.role; }
     const SessionConfig& config() const { return cfg_; }
     // New stanza size/shape limits (reload): apply from the next byte parsed.
-    void set_limits(const xml::Limits& l) {
-        cfg_.limits = l;
-        parser_.set_limits(l);
-    }
+    void set_limits(const xml::Limits& l);
     bool tls_active() const { return tls_.active; }
     const TlsState& tls() const { return tls_; }
     bool closed() const { return state_ == State::Closed; }
@@ -259,6 +257,11 @@ public:
     const DomainPairSet& pairs_out() const { return out_pairs_; }
     std::uint64_t stanzas_in() const { return stanzas_in_; }
     std::uint64_t stanzas_out() const { return stanzas_out_; }
+
+    // Capture or replay (session_tap.h); nullptr (the default) costs one
+    // branch per input.
+    void set_tap(SessionTap* t) { tap_ = t; }
+    SessionTap* tap() const { return tap_; }
 
     // Log context prefix ("s12 outer-in 127.0.0.1:40000").
     void set_log_context(std::string ctx) { log_ctx_ = std::move(ctx); }
@@ -352,6 +355,19 @@ private:
     DomainPairSet pending_db_; // receiver: awaiting the authoritative server
 
     std::string scratch_from_, scratch_to_;
+    std::string scratch_reason_; // replay: the recorded mux refusal reason
+    SessionTap* tap_ = nullptr;
+    int depth_ = 0; // calls into the session in progress (a tap tells nested ones)
+    struct TapCall;
+    std::string answer(std::string_view query, std::initializer_list<std::string_view> args, std::string a) {
+        return tap_ ? tap_->tap_answer(query, args, std::move(a)) : a;
+    }
+    bool answer(std::string_view query, std::initializer_list<std::string_view> args, bool a) {
+        return tap_ ? tap_->tap_answer(query, args, a ? "1" : "0") == "1" : a;
+    }
+    void callback(std::string_view name, std::initializer_list<std::string_view> args = {}) {
+        if (tap_) tap_->tap_callback(name, args);
+    }
     std::uint64_t stanzas_in_ = 0;
     std::uint64_t stanzas_out_ = 0;
     std::string log_ctx_;
