@@ -18,6 +18,7 @@ inst=$(mktemp -d)
 meson install -C build --destdir "$inst" --no-rebuild >/dev/null
 for f in sbin/s2smuxd sbin/s2smuxctl share/man/man8/s2smuxd.8 share/man/man8/s2smuxctl.8 \
          share/man/man5/s2smux.conf.5 share/man/man7/s2smux-protocol.7 share/doc/s2smux/examples/s2smux.toml \
+         bin/s2smux-replay share/man/man1/s2smux-replay.1 share/man/man5/s2smux-capture.5 \
          lib/sysusers.d/s2smux.conf; do
   if [ -z "$(find "$inst" -path "*/$f" -print -quit)" ]; then echo "meson install: $f missing"; status=1; fi
 done

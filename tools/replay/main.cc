@@ -1,13 +1,17 @@
 // s2smux-replay: replays captures made by s2smuxd (s2smux-replay(1)).
 //
 //   s2smux-replay [--exact] [--stream ID] [--quiet] CAPTURE...
+//   s2smux-replay --live HOST:PORT [--stream ID] [--speed X] [--cert PEM --key PEM]
+//                 [--sni NAME] [--all-output] [--linger S] CAPTURE
 //
 // Deterministic mode: every stream of every capture is re-run through the
 // sans-I/O session (virtual clock, no sockets) and its output compared with
-// the recording. Exit status: 0 all passed, 1 a stream differed, 2 usage or
-// unreadable capture.
+// the recording. Live mode (live.h): one stream's peer side is played
+// against a running gateway. Exit status: 0 same, 1 a stream differed,
+// 2 usage, unreadable capture or no connection.
 #include "capture/format.h"
 #include "capture/replay.h"
+#include "live.h"
 
 #include <fmt/format.h>
 
@@ -24,11 +28,17 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: s2smux-replay [--exact] [--stream ID] [--quiet] CAPTURE...\n"
+    "       s2smux-replay --live HOST:PORT [--stream ID] [--speed X] [--cert PEM --key PEM]\n"
+    "                     [--sni NAME] [--all-output] [--linger SECONDS] CAPTURE\n"
     "  Replays each capture's streams through the session core and compares\n"
-    "  what it writes with the recording (see s2smux-replay(1)).\n"
-    "  --exact      compare bytes as recorded (no normalisation of ids/keys)\n"
-    "  --stream ID  only this stream id\n"
-    "  --quiet      only failures and the summary\n";
+    "  what it writes with the recording; --live plays the peer's side of one\n"
+    "  stream against a running gateway (see s2smux-replay(1)).\n"
+    "  --exact       compare bytes as recorded (no normalisation of ids/keys)\n"
+    "  --stream ID   only this stream id\n"
+    "  --quiet       only failures and the summary\n"
+    "  --speed X     live: X times the recorded pace (0: no waiting; default 1)\n"
+    "  --cert, --key live: our certificate for TLS (SASL EXTERNAL)\n"
+    "  --all-output  live: also compare stanzas (routed by the servers behind)\n";
 
 bool read_file(const char* path, std::string& out) {
     std::ifstream f(path, std::ios::binary);
@@ -43,6 +53,8 @@ bool read_file(const char* path, std::string& out) {
 
 int main(int argc, char** argv) {
     capture::ReplayOptions opt;
+    replay::LiveOptions live;
+    bool live_mode = false;
     bool quiet = false;
     std::vector<const char*> files;
     for (int i = 1; i < argc; ++i) {
@@ -52,7 +64,30 @@ int main(int argc, char** argv) {
         } else if (a == "--quiet" || a == "-q") {
             quiet = true;
         } else if (a == "--stream" && i + 1 < argc) {
-            opt.only = std::strtoull(argv[++i], nullptr, 10);
+            opt.only = live.stream = std::strtoull(argv[++i], nullptr, 10);
+        } else if (a == "--live" && i + 1 < argc) {
+            live_mode = true;
+            std::string hp = argv[++i];
+            auto colon = hp.rfind(':');
+            if (colon == std::string::npos) {
+                fmt::print(stderr, "s2smux-replay: --live wants HOST:PORT, not '{}'\n", hp);
+                return 2;
+            }
+            live.host = hp.substr(0, colon);
+            if (live.host.size() > 2 && live.host.front() == '[') live.host = live.host.substr(1, live.host.size() - 2);
+            live.port = hp.substr(colon + 1);
+        } else if (a == "--speed" && i + 1 < argc) {
+            live.speed = std::strtod(argv[++i], nullptr);
+        } else if (a == "--linger" && i + 1 < argc) {
+            live.linger_s = std::strtod(argv[++i], nullptr);
+        } else if (a == "--cert" && i + 1 < argc) {
+            live.cert = argv[++i];
+        } else if (a == "--key" && i + 1 < argc) {
+            live.key = argv[++i];
+        } else if (a == "--sni" && i + 1 < argc) {
+            live.server_name = argv[++i];
+        } else if (a == "--all-output") {
+            live.all_output = true;
         } else if (a == "--help" || a == "-h") {
             std::fputs(kUsage, stdout);
             return 0;
@@ -66,6 +101,23 @@ int main(int argc, char** argv) {
     if (files.empty()) {
         std::fputs(kUsage, stderr);
         return 2;
+    }
+    if (live_mode) {
+        if (files.size() != 1 || live.cert.empty() != live.key.empty()) {
+            std::fputs(kUsage, stderr);
+            return 2;
+        }
+        std::string text;
+        if (!read_file(files[0], text)) {
+            fmt::print(stderr, "s2smux-replay: {}: {}\n", files[0], std::strerror(errno));
+            return 2;
+        }
+        auto cap = capture::parse(text);
+        if (!cap) {
+            fmt::print(stderr, "s2smux-replay: {}: {}\n", files[0], cap.error());
+            return 2;
+        }
+        return replay::run_live(*cap, live);
     }
     std::size_t passed = 0, failed = 0, skipped = 0;
     for (const char* path : files) {
