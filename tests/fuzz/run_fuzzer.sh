@@ -8,4 +8,10 @@ fuzzer=$1 corpus=$2 runs=$3
 shift 3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/s2smux-fuzz.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
-"$fuzzer" -seed=1 -runs="$runs" -max_total_time=300 -rss_limit_mb=2048 -timeout=10 -error_exitcode=1 -print_final_stats=1 "$@" "$tmp" "$corpus"
+# fuzz_session is also seeded from the capture corpus (tests/captures).
+extra=
+if [ -n "${CAPTURES_DIR:-}" ] && [ -n "${CAPTURE_SEEDER:-}" ]; then
+  /usr/bin/python3 "$CAPTURE_SEEDER" "$tmp/captures" "$CAPTURES_DIR"/*.cap && extra="$tmp/captures"
+fi
+mkdir -p "$tmp/new"
+"$fuzzer" -seed=1 -runs="$runs" -max_total_time=300 -rss_limit_mb=2048 -timeout=10 -error_exitcode=1 -print_final_stats=1 "$@" "$tmp/new" "$corpus" $extra

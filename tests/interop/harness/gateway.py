@@ -196,7 +196,23 @@ class S2smuxd(Server):
             raise RuntimeError(f"s2smuxd binary not found at {self.binary} (set $S2SMUXD)")
         self.write_config()
         super().start(timeout)
+        self._start_recording()
         return self
+
+    def _start_recording(self) -> None:
+        """tools/record-captures.sh: with $S2SMUX_CAPTURE_DIR set, every
+        stream of this gateway from now on is captured to
+        $S2SMUX_CAPTURE_DIR/<$S2SMUX_CAPTURE_PREFIX><name>.cap."""
+        where = os.environ.get("S2SMUX_CAPTURE_DIR")
+        if not where or self.admin_socket is None:
+            return
+        stem = f"{os.environ.get('S2SMUX_CAPTURE_PREFIX', '')}{self.name}"
+        path = Path(where) / f"{stem}.cap"
+        n = 1
+        while path.exists():  # a restarted gateway starts a new file (stream ids start over)
+            n += 1
+            path = Path(where) / f"{stem}-{n}.cap"
+        self.ctl_ok("capture", "start", "*", str(path))
 
     @property
     def admin_socket(self) -> Path | None:
