@@ -62,6 +62,15 @@ public:
     virtual void close_stream(std::string peer, std::string condition, Done done) = 0;
     // The route/SRV answer the gateway would use for DOMAIN, and why.
     virtual void resolve(std::string domain, Done done) = 0;
+
+    // Captures (s2smux-capture(5)): record the streams of PEER (remote
+    // domain, "*.domain", IP address, IP:PORT or "*") into FILE (absolute,
+    // or relative to the configuration file's directory); answers once the
+    // file is open. `capture_stop` ends the captures of FILE or PEER ("" =
+    // all) and answers once their files are closed; `captures` lists them.
+    virtual void capture_start(std::string peer, std::string file, Done done) = 0;
+    virtual void capture_stop(std::string what, Done done) = 0;
+    virtual void captures(Done done) = 0;
 };
 
 } // namespace s2smux::admin

@@ -265,6 +265,13 @@ void Dispatcher::add_standard() {
          [](const Args& a, Backend& b, Done d) { b.close_stream(a[0], a.size() > 1 ? a[1] : std::string(), std::move(d)); }});
     add({{"resolve"}, "DOMAIN", "where the gateway would connect for DOMAIN (route, SRV, A/AAAA) and why", 1, 1,
          [](const Args& a, Backend& b, Done d) { b.resolve(a[0], std::move(d)); }});
+    add({{"capture", "start"}, "PEER FILE", "record the streams of PEER (domain, *.domain, IP, IP:PORT or *) into FILE "
+         "(s2smux-replay(1))", 2, 2,
+         [](const Args& a, Backend& b, Done d) { b.capture_start(a[0], a[1], std::move(d)); }});
+    add({{"capture", "stop"}, "[FILE|PEER]", "stop the captures into FILE or of PEER (default: all) and close their files",
+         0, 1, [](const Args& a, Backend& b, Done d) { b.capture_stop(a.empty() ? std::string() : a[0], std::move(d)); }});
+    add({{"captures"}, "", "active captures: file, peer, streams, bytes written and dropped", 0, 0,
+         [](const Args&, Backend& b, Done d) { b.captures(std::move(d)); }});
     add({{"help"}, "[COMMAND]", "list the commands (those starting with COMMAND)", 0, kAnyArgs,
          [this](const Args& a, Backend&, Done d) {
              auto lines = help_lines(a);

@@ -109,7 +109,8 @@ struct Command {
 };
 
 // The command table. Built with the standard commands (domains, certs,
-// streams, stats, metrics, cert add/replace/remove, help); add() more or replace one.
+// streams, stats, metrics, cert ..., reload, close, resolve, capture ...,
+// captures, help); add() more or replace one.
 // Not copyable: `help` refers to the table it belongs to.
 class Dispatcher {
 public:

@@ -329,6 +329,21 @@ public:
         return full;
     }
 
+    // Resolves a path for a file the daemon creates: its directory must exist.
+    std::string writable_dir_path(const Section& sec, std::string_view key, const std::string& p) const {
+        if (p.empty()) fail(sec, key, "empty path");
+        std::string full = resolve_path(p);
+        if (!full.empty() && full.back() == '/') fail(sec, key, quote_str(full) + " names a directory, not a file");
+        std::string dir = std::filesystem::path(full).parent_path().string();
+        struct stat st {};
+        if (::stat(dir.c_str(), &st) != 0) {
+            int e = errno;
+            fail(sec, key, "directory " + quote_str(dir) + ": " + std::strerror(e));
+        }
+        if (!S_ISDIR(st.st_mode)) fail(sec, key, quote_str(dir) + " is not a directory");
+        return full;
+    }
+
     // Top-level [name] (optional). Returns nullopt when absent.
     std::optional<Section> table(const toml::table& root, std::string_view name) const {
         const toml::node* n = root.get(name);
@@ -469,7 +484,7 @@ void read_certs(const Reader& r, const toml::table& root, Config& c) {
 
 void read_routes(const Reader& r, const toml::table& root, Config& c) {
     for (const Section& sec : r.array_of_tables(root, "route")) {
-        r.check_keys(sec, {"domain", "address", "direct_tls", "policy", "preconnect"});
+        r.check_keys(sec, {"domain", "address", "direct_tls", "policy", "preconnect", "capture"});
         RouteConfig rc;
         std::string d = r.require_string(sec, "domain");
         std::string_view rest = d;
@@ -495,6 +510,7 @@ void read_routes(const Reader& r, const toml::table& root, Config& c) {
         if (rc.preconnect && wildcard)
             r.fail(sec, "preconnect", "needs an exact domain, not a wildcard (which domain would it connect to?)");
         rc.policy = r.get_policy(sec, "policy");
+        if (auto f = r.get_string(sec, "capture")) rc.capture = r.writable_dir_path(sec, "capture", *f);
         c.routes.push_back(std::move(rc));
     }
 }

@@ -48,6 +48,7 @@ struct RouteConfig {
     bool direct_tls = false;         // XEP-0368: TLS from the first byte
     bool preconnect = false;         // open a stream at start-up (and keep one), e.g. to a partner gateway
     std::optional<xmpp::TlsPolicy> policy; // overrides [tls] policy for this remote
+    std::string capture;             // capture file (absolute) for every stream of this domain; "" = none
 };
 
 struct Config {

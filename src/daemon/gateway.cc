@@ -86,6 +86,12 @@ Result<void> Gateway::start() {
     resolver_ = std::make_unique<route::Resolver>(loop_, cfg_.routes, cfg_.nameserver);
     if (auto r = resolver_->init(); !r) return make_error(fmt::format("resolver: {}", r.error()));
 
+    // One origin for the times of every capture of this run; [[route]]
+    // captures take streams before the first one opens.
+    uv_update_time(loop_);
+    captures_.set_origin(static_cast<TimeMs>(uv_now(loop_)), capture_wall_clock());
+    apply_route_captures({}, cfg_.routes);
+
     auto add_listener = [&](const std::optional<Endpoint>& ep, const char* name, StreamKind kind, bool direct) -> Result<void> {
         if (!ep) return {};
         auto l = std::make_unique<net::Listener>(loop_, name, [this, kind, direct](uv_stream_t* server) {
@@ -156,6 +162,9 @@ void Gateway::stop() {
     for (Stream* s : all) {
         if (!s->finished()) s->session().close(xmpp::StreamError::SystemShutdown, "gateway shutting down");
     }
+    // Every session has written its last bytes: E records, files closed
+    // (the loop runs until they are).
+    captures_.stop_all();
     flush_dirty();
     if (resolver_) resolver_->shutdown();
     if (on_stopped_) std::exchange(on_stopped_, nullptr)();
@@ -329,10 +338,15 @@ void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRo
     deliver(r.from_domain, r.to_domain, &el, {}, r.head);
 }
 
+void Gateway::stream_opened(Stream& s) {
+    if (!stopping_) captures_.stream_opened(s);
+}
+
 void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     const std::string& ctx = s.session().log_context();
     if (info.error) log::info(ctx, "stream closed: {}", info.reason);
     else log::info(ctx, "stream closed ({})", info.reason);
+    if (s.tap()) captures_.stream_closed(s, info.reason);
     streams_.erase(s.id());
     // The session is closed: its stanza counts are final.
     stats_.stanzas_in[net::index(s.kind())] += s.session().stanzas_in();
@@ -621,6 +635,7 @@ void Gateway::verify_failed(std::uint64_t verify_stream, const std::string& reas
 
 void Gateway::flush_dirty() {
     if (!mux_graveyard_.empty()) mux_graveyard_.clear();
+    if (captures_.has_pending()) captures_.tick(); // never inside a session call
     if (ctx_.dirty.empty()) return;
     std::vector<Stream*> batch;
     batch.swap(ctx_.dirty);

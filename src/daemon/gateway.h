@@ -18,6 +18,7 @@
 #include "admin/http_metrics.h"
 #include "admin/server.h"
 #include "common/metrics.h"
+#include "daemon/captures.h"
 #include "daemon/config.h"
 #include "mux/mux_session.h"
 #include "net/listener.h"
@@ -150,6 +151,7 @@ private:
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
     void stream_mux_enabled(net::Stream& s) override;
+    void stream_opened(net::Stream& s) override;
 
     // admin::Backend (gateway_admin.cc)
     void domains(admin::Done done) override;
@@ -168,6 +170,17 @@ private:
     // gateway_reload.cc
     void close_stream(std::string peer, std::string condition, admin::Done done) override;
     void resolve(std::string domain, admin::Done done) override;
+    // Captures (gateway_capture.cc).
+    void capture_start(std::string peer, std::string file, admin::Done done) override;
+    void capture_stop(std::string what, admin::Done done) override;
+    void captures(admin::Done done) override;
+
+    // [[route]] capture: starts those of `routes` not running, stops the
+    // route captures of `old` that `routes` no longer has. One line per change.
+    std::vector<std::string> apply_route_captures(const std::vector<RouteConfig>& old,
+                                                  const std::vector<RouteConfig>& routes);
+    std::string capture_path(const std::string& file) const; // absolute, or relative to base_dir
+    static std::string capture_wall_clock(); // now, RFC 3339 UTC with milliseconds
 
     // A staged certificate transaction (empty until `cert set`).
     struct CertTx {
@@ -270,6 +283,7 @@ private:
     bool drain_bounced_ = false; // drain timed out once: remote queues bounced
     std::unique_ptr<admin::HttpMetricsServer> metrics_http_; // [metrics] listen
     std::vector<std::shared_ptr<AdminAdd>> admin_adds_;
+    Captures captures_{loop_}; // s2smuxctl capture, [[route]] capture
 
     uv_prepare_t prepare_{};
     uv_check_t check_{};

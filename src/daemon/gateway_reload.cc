@@ -5,9 +5,10 @@
 // thread pool; only when all of it is valid does the loop apply the
 // difference to live state, without reconnecting anything: local domains and
 // certificates (added, replaced or withdrawn on every mux stream), routes,
-// limits, TLS policy, mux settings and logging. Listeners, the admin socket,
-// the trust store, the DNS server and the dialback secret keep their running
-// values until a restart (the reply says which changed).
+// limits, TLS policy, mux settings, [[route]] captures and logging.
+// Listeners, the admin socket, the trust store, the DNS server and the
+// dialback secret keep their running values until a restart (the reply says
+// which changed).
 #include "daemon/gateway.h"
 #include "daemon/listing.h"
 #include "daemon/mux_peer.h"
@@ -213,6 +214,9 @@ void Gateway::apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert
     diff(nc.log_level != cfg_.log_level, "[log] level");
     log::Level lvl;
     if (log::parse_level(nc.log_level, lvl)) log::set_level(lvl);
+
+    // [[route]] capture: started and stopped with their keys.
+    for (auto& l : apply_route_captures(cfg_.routes, nc.routes)) note(std::move(l));
 
     cfg_ = std::move(nc);
     xml::Limits lim = session_config(net::StreamKind::OuterIn).limits;

@@ -68,7 +68,19 @@ Stream::Stream(Context& ctx, StreamKind kind, xmpp::SessionConfig cfg, std::uint
     ++refs_;
 }
 
-Stream::~Stream() = default;
+Stream::~Stream() {
+    // The tap goes first, while the stream is whole (a capture writes its
+    // stream's last record from its destructor).
+    if (tap_) {
+        session_->set_tap(nullptr);
+        tap_.reset();
+    }
+}
+
+void Stream::set_tap(std::unique_ptr<xmpp::SessionTap> tap) {
+    session_->set_tap(tap.get());
+    tap_ = std::move(tap);
+}
 
 void Stream::set_log_context() {
     const auto& c = session_->config();
@@ -102,6 +114,7 @@ Stream* Stream::accept(Context& ctx, uv_stream_t* server, StreamKind kind, bool 
     s->direct_tls_ = direct_tls;
     s->adopt(tcp);
     log::info(s->session_->log_context(), "accepted connection{}", direct_tls ? " (direct TLS)" : "");
+    ctx.owner->stream_opened(*s);
     if (direct_tls) {
         s->begin_tls(tls::Role::Server);
         s->started_ = true;
@@ -119,6 +132,7 @@ Stream* Stream::connect(Context& ctx, StreamKind kind, xmpp::SessionConfig cfg,
     s->targets_ = std::move(targets);
     s->connect_timeout_ms_ = connect_timeout_ms;
     s->set_log_context();
+    ctx.owner->stream_opened(*s);
     // Start from the loop, never synchronously: the owner must be able to
     // register the stream before any failure is reported.
     s->start_pending_ = true;

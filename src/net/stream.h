@@ -53,6 +53,10 @@ public:
     virtual void stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) = 0;
     // Multiplexing was enabled on the stream (attach a handler to its session).
     virtual void stream_mux_enabled(Stream& s) = 0;
+    // A new stream, before its session starts: the place to set a tap that
+    // sees it from its first byte (Stream::set_tap). peer() is known for
+    // accepted streams, not yet for outgoing ones.
+    virtual void stream_opened(Stream&) {}
     // The stream is finished (session closed, connect failed, transport
     // error). Forget the pointer: the stream frees itself once its handles
     // are closed.
@@ -116,6 +120,12 @@ public:
     // Bytes queued toward the socket (backpressure figure).
     std::size_t write_backlog() const { return wpending_.size() + winflight_.size(); }
 
+    // A tap on the session, owned by the stream (a capture,
+    // daemon/captures.h): freed with the stream, after its last byte, or
+    // replaced here (nullptr detaches). Not from inside a session callback.
+    void set_tap(std::unique_ptr<xmpp::SessionTap> tap);
+    xmpp::SessionTap* tap() const { return tap_.get(); }
+
 private:
     Stream(Context& ctx, StreamKind kind, xmpp::SessionConfig cfg, std::uint64_t id);
     ~Stream() override;
@@ -165,6 +175,7 @@ private:
     std::uint64_t id_;
     std::string peer_;
     std::unique_ptr<xmpp::Session> session_;
+    std::unique_ptr<xmpp::SessionTap> tap_; // freed first (~Stream)
     std::unique_ptr<tls::Channel> tls_;
     bool direct_tls_ = false;
     bool verifying_ = false;        // peer certificate verification in flight

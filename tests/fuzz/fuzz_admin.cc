@@ -48,6 +48,9 @@ struct StubBackend final : Backend {
     void reload(Done d) override { answer(d); }
     void close_stream(std::string, std::string, Done d) override { answer(d); }
     void resolve(std::string, Done d) override { answer(d); }
+    void capture_start(std::string, std::string, Done d) override { answer(d); }
+    void capture_stop(std::string, Done d) override { answer(d); }
+    void captures(Done d) override { answer(d); }
 };
 
 bool printable(std::string_view s) {

@@ -109,6 +109,11 @@ struct FakeBackend : Backend {
         answer("close", {peer, cond}, std::move(d));
     }
     void resolve(std::string domain, Done d) override { answer("resolve", {domain}, std::move(d)); }
+    void capture_start(std::string peer, std::string file, Done d) override {
+        answer("capture_start", {peer, file}, std::move(d));
+    }
+    void capture_stop(std::string what, Done d) override { answer("capture_stop", {what}, std::move(d)); }
+    void captures(Done d) override { answer("captures", {}, std::move(d)); }
 };
 
 // Dispatches synchronously and returns the reply (or nullopt if none yet).
@@ -506,6 +511,10 @@ BOOST_AUTO_TEST_CASE(argument_counts) {
         {{"close"}, "usage: close PEER [CONDITION]"},
         {{"resolve", "a", "b"}, "usage: resolve DOMAIN"},
         {{"metrics", "x"}, "usage: metrics"},
+        {{"capture", "start", "b.test"}, "usage: capture start PEER FILE"},
+        {{"capture", "start", "b.test", "/a.cap", "x"}, "usage: capture start PEER FILE"},
+        {{"capture", "stop", "a", "b"}, "usage: capture stop [FILE|PEER]"},
+        {{"captures", "x"}, "usage: captures"},
     };
     for (const auto& [words, err] : cases) {
         auto r = call(d, b, words);
@@ -538,6 +547,11 @@ BOOST_AUTO_TEST_CASE(routing) {
         {{"close", "s3"}, {"close", {"s3", ""}}},
         {{"close", "b.test", "reset"}, {"close", {"b.test", "reset"}}},
         {{"resolve", "b.test"}, {"resolve", {"b.test"}}},
+        {{"capture", "start", "*", "/var/tmp/all.cap"}, {"capture_start", {"*", "/var/tmp/all.cap"}}},
+        {{"capture", "start", "127.0.0.1:5269", "rel/b.cap"}, {"capture_start", {"127.0.0.1:5269", "rel/b.cap"}}},
+        {{"capture", "stop"}, {"capture_stop", {""}}},
+        {{"capture", "stop", "b.test"}, {"capture_stop", {"b.test"}}},
+        {{"captures"}, {"captures", {}}},
     };
     for (const auto& [words, want] : cases) {
         b.calls.clear();
@@ -564,7 +578,8 @@ BOOST_AUTO_TEST_CASE(help) {
     for (const char* u : {"domains", "certs", "streams", "stats", "metrics", "cert add CERT KEY", "cert replace CERT KEY",
                           "cert remove DOMAIN", "cert new NAME", "cert set NAME CERT KEY", "cert commit NAME",
                           "cert abort NAME", "cert show [NAME]", "reload", "close PEER [CONDITION]",
-                          "resolve DOMAIN", "help [COMMAND]"}) {
+                          "resolve DOMAIN", "capture start PEER FILE", "capture stop [FILE|PEER]", "captures",
+                          "help [COMMAND]"}) {
         bool found = false;
         for (const auto& l : r->lines) found = found || l.rfind(std::string(u) + "  ", 0) == 0;
         BOOST_TEST(found, "help lists " << u);
@@ -577,6 +592,12 @@ BOOST_AUTO_TEST_CASE(help) {
     BOOST_TEST(r->lines.size() == 8u);
     r = call(d, b, {"help", "cert", "remove"});
     BOOST_TEST(r->lines.size() == 1u);
+    r = call(d, b, {"help", "capture"}); // start, stop (not "captures": another word)
+    BOOST_TEST(r->lines.size() == 2u);
+    r = call(d, b, {"capture"});
+    BOOST_TEST(r->error == "incomplete command 'capture' (try 'help capture')");
+    r = call(d, b, {"capture", "begin", "*", "x"});
+    BOOST_TEST(r->error == "unknown command 'capture begin' (try 'help')");
     r = call(d, b, {"help", "nope"});
     BOOST_TEST(r->error == "unknown command 'nope' (try 'help')");
     BOOST_TEST(b.calls.empty());
@@ -1107,6 +1128,11 @@ BOOST_AUTO_TEST_CASE(errors_exit_1) {
     r = run_ctl(&loop, {"--socket", sock, "frobnicate"});
     BOOST_TEST(r.status == 1);
     BOOST_TEST(r.err == "s2smuxctl: unknown command 'frobnicate' (try 'help')\n");
+    backend.replies["capture_start"] = Reply::fail("cannot capture into /nope/a.cap: no such file or directory");
+    r = run_ctl(&loop, {"--socket", sock, "capture", "start", "*", "/nope/a.cap"});
+    BOOST_TEST(r.status == 1);
+    BOOST_TEST(r.out == "");
+    BOOST_TEST(r.err == "s2smuxctl: cannot capture into /nope/a.cap: no such file or directory\n");
     srv.close();
     finish();
 }
@@ -1121,10 +1147,14 @@ BOOST_AUTO_TEST_CASE(relative_paths_made_absolute) {
     BOOST_TEST(r.status == 0, r.err);
     r = run_ctl(&loop, {"--socket", sock, "cert", "remove", "rel.test"}, d); // not a path
     BOOST_TEST(r.status == 0, r.err);
+    // A capture FILE is the daemon's to resolve (relative to its configuration's directory).
+    r = run_ctl(&loop, {"--socket", sock, "capture", "start", "*", "caps/all.cap"}, d);
+    BOOST_TEST(r.status == 0, r.err);
     std::vector<Call> want = {
         {"cert_add", {d + "/certs/a.pem", d + "/my key.pem"}},
         {"cert_replace", {"/abs/a.pem", d + "/../k.pem"}},
         {"cert_remove", {"rel.test"}},
+        {"capture_start", {"*", "caps/all.cap"}},
     };
     BOOST_TEST(backend.calls == want, boost::test_tools::per_element());
     srv.close();

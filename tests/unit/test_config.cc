@@ -543,6 +543,27 @@ BOOST_AUTO_TEST_CASE(route_domains) {
                R"(a.toml: [[route]] #2 domain: duplicate route for "b.test")");
 }
 
+BOOST_AUTO_TEST_CASE(route_capture) {
+    TempDir d;
+    d.write("conf/caps/keep", "");
+    std::string routes = "[[route]]\ndomain = \"b.test\"\naddress = \"h:1\"\ncapture = \"caps/b.cap\"\n"
+                         "[[route]]\ndomain = \"c.test\"\naddress = \"h:2\"\n";
+    auto r = parse_config(kMinimal + routes, (d.path / "conf/s2smux.toml").string());
+    REQUIRE_OK(r);
+    BOOST_TEST(r->routes[0].capture == (d.path / "conf/caps/b.cap").string());
+    BOOST_TEST(r->routes[1].capture == "");
+
+    std::string toml = (d.path / "conf/s2smux.toml").string();
+    std::string e = error_of(parse_config(kMinimal + "[[route]]\ndomain = \"b.test\"\naddress = \"h:1\"\n"
+                                                     "capture = \"nodir/b.cap\"\n",
+                                          toml));
+    CHECK_CONTAINS(e, "[[route]] #1 capture: directory \"" + (d.path / "conf/nodir").string() + "\": No such file");
+    e = error_of(parse_config(kMinimal + "[[route]]\ndomain = \"b.test\"\naddress = \"h:1\"\ncapture = \"\"\n", toml));
+    CHECK_CONTAINS(e, "[[route]] #1 capture: empty path");
+    e = error_of(parse_config(kMinimal + "[[route]]\ndomain = \"b.test\"\naddress = \"h:1\"\ncapture = 1\n", toml));
+    CHECK_CONTAINS(e, "[[route]] #1 capture: expected a string");
+}
+
 BOOST_AUTO_TEST_CASE(missing_cert_file) {
     TempDir d;
     d.write("a.key", "k");
