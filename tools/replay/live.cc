@@ -103,7 +103,7 @@ public:
                 error = "TLS handshake: timed out";
                 return false;
             }
-            if (!flush_tls() || !pump(until)) {
+            if (!flush_tls() || !pump(until, true)) {
                 if (error.empty()) error = "TLS handshake: " + tls_->error();
                 return false;
             }
@@ -126,9 +126,9 @@ public:
         return write_all(plain);
     }
 
-    // Reads what arrives until `until` (plaintext goes to received). False
-    // when the connection is over.
-    bool pump(Clock::time_point until) {
+    // Reads what arrives until `until` (plaintext goes to received), or
+    // only until the first read with `once`. False when the connection is over.
+    bool pump(Clock::time_point until, bool once = false) {
         for (;;) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
             if (left <= 0) return !eof_;
@@ -152,6 +152,7 @@ public:
             } else {
                 received.append(buf, static_cast<std::size_t>(r));
             }
+            if (once) return true;
         }
     }
 
@@ -261,7 +262,7 @@ int run_live(const capture::Capture& cap, const LiveOptions& opt) {
             // STARTTLS: the gateway's <proceed/> comes first.
             auto until = Clock::now() + std::chrono::seconds(5);
             while (sent > 0 && conn.received.find("<proceed") == std::string::npos && Clock::now() < until &&
-                   conn.pump(until)) {
+                   conn.pump(until, true)) {
             }
             tls::ChannelOptions o;
             o.role = tls::Role::Client;

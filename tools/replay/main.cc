@@ -10,6 +10,7 @@
 // against a running gateway. Exit status: 0 same, 1 a stream differed,
 // 2 usage, unreadable capture or no connection.
 #include "capture/format.h"
+#include "common/log.h"
 #include "capture/replay.h"
 #include "live.h"
 
@@ -36,6 +37,7 @@ constexpr const char* kUsage =
     "  --exact       compare bytes as recorded (no normalisation of ids/keys)\n"
     "  --stream ID   only this stream id\n"
     "  --quiet       only failures and the summary\n"
+    "  --verbose     also the session core's log lines\n"
     "  --speed X     live: X times the recorded pace (0: no waiting; default 1)\n"
     "  --cert, --key live: our certificate for TLS (SASL EXTERNAL)\n"
     "  --all-output  live: also compare stanzas (routed by the servers behind)\n";
@@ -57,10 +59,13 @@ int main(int argc, char** argv) {
     bool live_mode = false;
     bool quiet = false;
     std::vector<const char*> files;
+    log::set_level(log::Level::Error); // the replayed core's own log lines are noise here
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         if (a == "--exact") {
             opt.exact = true;
+        } else if (a == "--verbose" || a == "-v") {
+            log::set_level(log::Level::Debug);
         } else if (a == "--quiet" || a == "-q") {
             quiet = true;
         } else if (a == "--stream" && i + 1 < argc) {
