@@ -252,6 +252,9 @@ Result<std::shared_ptr<Capture>> Captures::start(std::string path, std::vector<s
     c->matches = std::move(matches);
     c->source = std::move(source);
     c->file = CaptureFile::create(loop_, path, origin_, capture::header_line(wall_));
+    // A [[route]] capture outlives restarts: the file of an earlier run is
+    // moved aside. One asked for by hand is refused instead.
+    c->file->set_rotate(c->source == "route");
     captures_[path] = c;
     std::weak_ptr<Capture> weak = c;
     c->file->open([this, weak, opened = std::move(opened)](const std::string& err) {

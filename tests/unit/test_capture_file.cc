@@ -12,6 +12,7 @@
 #include "daemon/captures.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -169,6 +170,47 @@ BOOST_AUTO_TEST_CASE(refuses_other_files) {
     err = open(*h); // the directory itself
     BOOST_TEST(!err.empty());
     close(*h); // never opened: done at once
+}
+
+BOOST_AUTO_TEST_CASE(rotation_moves_an_earlier_run_aside) {
+    const std::string old_text = "s2smux-capture 1 2020-01-01T00:00:00Z\nE 1 1 x\n";
+    auto age = [&](const std::string& name) {
+        struct timespec ts[2] = {{1700000000, 0}, {1700000000, 0}}; // 2023-11-14T22:13:20Z
+        BOOST_REQUIRE(::utimensat(AT_FDCWD, (dir / name).c_str(), ts, 0) == 0);
+    };
+    {
+        std::ofstream(dir / "r.cap") << old_text;
+    }
+    age("r.cap");
+    auto f = make("r.cap");
+    f->set_rotate(true);
+    BOOST_TEST(open(*f) == "");
+    BOOST_TEST(f->rotated_to() == (dir / "r.cap.20231114T221320Z").string());
+    f->capture_write("E 2 2 y\n");
+    close(*f);
+    BOOST_TEST(read("r.cap.20231114T221320Z") == old_text);
+    BOOST_TEST(read("r.cap") == header + "\nE 2 2 y\n");
+    BOOST_TEST(logs.find("moved to") != std::string::npos, logs);
+
+    // Again, with the same modification time: the name is taken.
+    {
+        std::ofstream(dir / "r.cap") << old_text;
+    }
+    age("r.cap");
+    auto g = make("r.cap");
+    g->set_rotate(true);
+    BOOST_TEST(open(*g) == "");
+    BOOST_TEST(g->rotated_to() == (dir / "r.cap.20231114T221320Z-1").string());
+    close(*g);
+    BOOST_TEST(read("r.cap.20231114T221320Z-1") == old_text);
+    BOOST_TEST(read("r.cap") == header + "\n");
+
+    // Its own file of this run is appended to, not moved.
+    auto h = make("r.cap");
+    h->set_rotate(true);
+    BOOST_TEST(open(*h) == "");
+    BOOST_TEST(h->rotated_to() == "");
+    close(*h);
 }
 
 BOOST_AUTO_TEST_CASE(an_existing_empty_file_is_made_private) {
