@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <map>
 #include <utility>
 
@@ -34,6 +35,7 @@ std::map<std::pair<std::uint64_t, std::uint64_t>, Started>& started_files() {
 struct CaptureFile::Req {
     uv_fs_t fs{};
     std::shared_ptr<CaptureFile> self; // the file lives until its last request is done
+    int n = 0;                         // rotate_try(): the attempt
 };
 
 std::shared_ptr<CaptureFile> CaptureFile::create(uv_loop_t* loop, std::string path, TimeMs origin, std::string header,
@@ -66,6 +68,10 @@ void CaptureFile::open(OpenDone done) {
     }
     state_ = State::Opening;
     open_done_ = std::move(done);
+    open_path();
+}
+
+void CaptureFile::open_path() {
     Req* r = req();
     int rc = uv_fs_open(loop_, &r->fs, path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600,
                         [](uv_fs_t* f) {
@@ -107,10 +113,12 @@ void CaptureFile::statted(int result, const uv_stat_t& st) {
     if (st.st_size > 0) {
         auto it = started_files().find({dev_, ino_});
         if (it == started_files().end() || it->second.header != header_ ||
-            it->second.size != static_cast<std::uint64_t>(st.st_size))
+            it->second.size != static_cast<std::uint64_t>(st.st_size)) {
+            if (rotate_ && rotated_to_.empty()) return rotate(st.st_mtim.tv_sec);
             return fail_open(fmt::format("the file is not empty ({} bytes): a capture starts a new file (move this "
                                          "one away; s2smux-replay reads one run of s2smuxd per file)",
                                          st.st_size));
+        }
     }
     need_header_ = st.st_size == 0;
     size_at_open_ = static_cast<std::uint64_t>(st.st_size);
@@ -126,6 +134,77 @@ void CaptureFile::statted(int result, const uv_stat_t& st) {
         uv_fs_req_cleanup(&r->fs);
         delete r;
         chmodded(rc);
+    }
+}
+
+// The file holds something else (a capture of an earlier run): renamed to
+// "<path>.<its mtime, UTC>" (then "-1", "-2"... if taken), and a new file
+// opened in its place.
+void CaptureFile::rotate(std::int64_t mtime) {
+    std::time_t t = static_cast<std::time_t>(mtime);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+    rotate_base_ = path_ + "." + buf;
+    rotate_try(0);
+}
+
+void CaptureFile::rotate_try(int n) {
+    rotated_to_ = n == 0 ? rotate_base_ : fmt::format("{}-{}", rotate_base_, n);
+    Req* r = req();
+    r->n = n;
+    int rc = uv_fs_lstat(loop_, &r->fs, rotated_to_.c_str(), [](uv_fs_t* f) {
+        std::unique_ptr<Req> r(static_cast<Req*>(f->data));
+        int res = static_cast<int>(f->result);
+        uv_fs_req_cleanup(f);
+        CaptureFile& self = *r->self;
+        if (res == 0 && r->n < 1000) return self.rotate_try(r->n + 1); // taken
+        if (res != UV_ENOENT)
+            return self.fail_open(fmt::format("cannot move the capture of an earlier run aside: {}: {}",
+                                              self.rotated_to_, uv_strerror(res)));
+        self.rotate_rename();
+    });
+    if (rc < 0) {
+        uv_fs_req_cleanup(&r->fs);
+        delete r;
+        fail_open(uv_strerror(rc));
+    }
+}
+
+void CaptureFile::rotate_rename() {
+    Req* r = req();
+    int rc = uv_fs_rename(loop_, &r->fs, path_.c_str(), rotated_to_.c_str(), [](uv_fs_t* f) {
+        std::unique_ptr<Req> r(static_cast<Req*>(f->data));
+        int res = static_cast<int>(f->result);
+        uv_fs_req_cleanup(f);
+        CaptureFile& self = *r->self;
+        if (res < 0)
+            return self.fail_open(fmt::format("cannot move the capture of an earlier run aside to {}: {}",
+                                              self.rotated_to_, uv_strerror(res)));
+        log::info(kCtx, "{}: not empty (an earlier run?): moved to {}, a new capture starts", self.path_,
+                  self.rotated_to_);
+        // The descriptor still points at the renamed file: closed, then the
+        // path opened again.
+        Req* c = self.req();
+        uv_file fd = self.fd_;
+        self.fd_ = -1;
+        int rc2 = uv_fs_close(self.loop_, &c->fs, fd, [](uv_fs_t* f) {
+            std::unique_ptr<Req> c(static_cast<Req*>(f->data));
+            uv_fs_req_cleanup(f);
+            c->self->open_path();
+        });
+        if (rc2 < 0) {
+            uv_fs_req_cleanup(&c->fs);
+            delete c;
+            ::close(fd);
+            self.open_path();
+        }
+    });
+    if (rc < 0) {
+        uv_fs_req_cleanup(&r->fs);
+        delete r;
+        fail_open(uv_strerror(rc));
     }
 }
 

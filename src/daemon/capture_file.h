@@ -13,7 +13,8 @@
 // that is not empty is only appended to when this process wrote it with the
 // same header and closed it as it is now (a capture stopped and started
 // again); anything else (a capture of another run, any other file) is
-// refused: s2smux-replay reads one run per file.
+// refused, or moved aside (set_rotate): s2smux-replay reads one run per
+// file.
 #pragma once
 
 #include "capture/recorder.h"
@@ -43,6 +44,12 @@ public:
     // once that is known. Lines written meanwhile are queued.
     using OpenDone = std::function<void(const std::string& error)>;
     void open(OpenDone done);
+    // Before open(): a file that cannot be appended to (a capture of an
+    // earlier run) is renamed to "<path>.<its mtime, UTC>" and a new one
+    // started, instead of refused ([[route]] capture across restarts).
+    void set_rotate(bool on) { rotate_ = on; }
+    // Where the old file went ("" if it was not moved).
+    const std::string& rotated_to() const { return rotated_to_; }
 
     // capture::Sink: whole lines, queued for the next write.
     void capture_write(std::string_view lines) override;
@@ -67,7 +74,11 @@ private:
     CaptureFile(uv_loop_t* loop, std::string path, TimeMs origin, std::string header, std::size_t max_queue);
 
     Req* req();
+    void open_path();
     void opened(ssize_t result);
+    void rotate(std::int64_t mtime);
+    void rotate_try(int n);
+    void rotate_rename();
     void statted(int result, const uv_stat_t& st);
     void chmodded(int result);
     void ready();
@@ -98,6 +109,8 @@ private:
     std::string error_;
     std::uint64_t dev_ = 0, ino_ = 0;
     std::uint64_t size_at_open_ = 0;
+    bool rotate_ = false;
+    std::string rotate_base_, rotated_to_;
 };
 
 } // namespace s2smux

@@ -71,7 +71,7 @@ std::string_view capture_domain(net::Stream& s) {
 // ------------------------------------------------------------ StreamCapture
 
 StreamCapture::StreamCapture(Captures& owner, net::Stream& s, bool from_start)
-    : owner_(owner), stream_(s), rec_(*this, s.id()), begun_(!from_start), decided_(!from_start) {
+    : owner_(owner), stream_(s), rec_(*this, s.id()), begun_(false), seen_(!from_start), decided_(!from_start) {
     owner_.taps_.insert(this);
 }
 
@@ -103,6 +103,7 @@ void StreamCapture::release(Capture& c) {
 void StreamCapture::begin(TimeMs now) {
     if (begun_) return;
     begun_ = true;
+    for (const auto& c : targets_) ++c->streams; // undecided: counted by decide()
     rec_.begin(net::to_string(stream_.kind()), stream_.peer(), stream_.session().config(), false, now);
 }
 
@@ -128,7 +129,7 @@ void StreamCapture::decide(const std::vector<std::shared_ptr<Capture>>& caps) {
             if (!buffer_.empty()) c->file->capture_write(buffer_);
             targets_.push_back(c);
             ++c->live;
-            ++c->streams;
+            if (begun_) ++c->streams; // otherwise once something happens (begin())
         }
     }
     std::string().swap(buffer_);
@@ -137,15 +138,17 @@ void StreamCapture::decide(const std::vector<std::shared_ptr<Capture>>& caps) {
 void StreamCapture::attach_partial(const std::shared_ptr<Capture>& c, TimeMs now) {
     if (!decided_ || has(*c)) return;
     ++c->live;
-    ++c->streams;
-    if (!begun_) { // nothing happened on the session yet: a full capture after all
+    if (!seen_) { // nothing happened on the session yet: a full capture after all
         targets_.push_back(c);
+        if (begun_) ++c->streams;
         return;
     }
+    ++c->streams;
     ++c->partial;
     auto others = std::move(targets_);
     targets_ = {c};
     rec_.begin(net::to_string(stream_.kind()), stream_.peer(), stream_.session().config(), true, now);
+    begun_ = true; // the records from now on follow that S record (no full one later)
     others.push_back(c);
     targets_ = std::move(others);
 }
@@ -169,12 +172,14 @@ void StreamCapture::set_closed(std::string_view reason) {
 }
 
 void StreamCapture::tap_in(std::string_view bytes, TimeMs now) {
+    seen_ = true;
     if (!recording()) return;
     begin(now);
     rec_.tap_in(bytes, now);
 }
 
 void StreamCapture::tap_out(std::string_view bytes) {
+    seen_ = true;
     if (!recording()) return;
     begin(now());
     rec_.tap_out(bytes);
@@ -182,18 +187,21 @@ void StreamCapture::tap_out(std::string_view bytes) {
 
 void StreamCapture::tap_call(std::string_view name, std::initializer_list<std::string_view> args, TimeMs now,
                              bool nested) {
+    seen_ = true;
     if (!recording()) return;
     begin(now);
     rec_.tap_call(name, args, now, nested);
 }
 
 void StreamCapture::tap_tls(const xmpp::TlsState& st, TimeMs now, bool nested) {
+    seen_ = true;
     if (!recording()) return;
     begin(now);
     rec_.tap_tls(st, now, nested);
 }
 
 void StreamCapture::tap_callback(std::string_view name, std::initializer_list<std::string_view> args) {
+    seen_ = true;
     if (!recording()) return;
     begin(now());
     rec_.tap_callback(name, args);
@@ -201,6 +209,7 @@ void StreamCapture::tap_callback(std::string_view name, std::initializer_list<st
 
 std::string StreamCapture::tap_answer(std::string_view query, std::initializer_list<std::string_view> args,
                                       std::string answer) {
+    seen_ = true;
     if (!recording()) return answer;
     begin(now());
     return rec_.tap_answer(query, args, std::move(answer));
@@ -220,8 +229,10 @@ void Captures::set_origin(TimeMs origin, std::string wall) {
     wall_ = std::move(wall);
 }
 
+bool Capture::takes_streams() const { return !stopping && file->error().empty(); }
+
 bool Captures::accepting() const {
-    return std::any_of(captures_.begin(), captures_.end(), [](const auto& kv) { return !kv.second->stopping; });
+    return std::any_of(captures_.begin(), captures_.end(), [](const auto& kv) { return kv.second->takes_streams(); });
 }
 
 std::shared_ptr<Capture> Captures::find(std::string_view path) const {
@@ -241,6 +252,9 @@ Result<std::shared_ptr<Capture>> Captures::start(std::string path, std::vector<s
     c->matches = std::move(matches);
     c->source = std::move(source);
     c->file = CaptureFile::create(loop_, path, origin_, capture::header_line(wall_));
+    // A [[route]] capture outlives restarts: the file of an earlier run is
+    // moved aside. One asked for by hand is refused instead.
+    c->file->set_rotate(c->source == "route");
     captures_[path] = c;
     std::weak_ptr<Capture> weak = c;
     c->file->open([this, weak, opened = std::move(opened)](const std::string& err) {
@@ -267,7 +281,7 @@ Result<std::shared_ptr<Capture>> Captures::start(std::string path, std::vector<s
 }
 
 std::size_t Captures::attach_running(const std::shared_ptr<Capture>& c, const std::vector<net::Stream*>& streams) {
-    if (c->stopping) return 0;
+    if (!c->takes_streams()) return 0;
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
     std::size_t n = 0;
     for (net::Stream* s : streams) {
@@ -347,7 +361,7 @@ void Captures::decide(StreamCapture& sc) {
     std::vector<std::shared_ptr<Capture>> caps;
     std::string_view domain = capture_domain(s);
     for (const auto& [path, c] : captures_) {
-        if (c->stopping) continue;
+        if (!c->takes_streams()) continue;
         if (std::any_of(c->matches.begin(), c->matches.end(),
                         [&](const std::string& m) { return capture_matches(m, domain, s.peer()); }))
             caps.push_back(c);

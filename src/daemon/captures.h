@@ -51,6 +51,7 @@ struct Capture {
     std::uint64_t partial = 0;        // of which attached mid-stream
 
     std::string match_text() const; // "b.test,127.0.0.1"
+    bool takes_streams() const;     // not stopping, and its file has not failed
 };
 
 // Whether `match` takes a stream with this remote domain ("" while unknown)
@@ -106,7 +107,8 @@ public:
                            std::string answer) override;
 
 private:
-    bool recording() const { return !decided_ || !targets_.empty(); }
+    // Records are formatted: for the buffer (undecided) or for a capture.
+    bool recording() const { return decided_ ? !targets_.empty() : !overflow_; }
     void begin(TimeMs now);
     TimeMs now() const;
     void release(Capture& c);
@@ -114,7 +116,8 @@ private:
     Captures& owner_;
     net::Stream& stream_;
     capture::Recorder rec_;
-    bool begun_;             // the S record is written (or not ours to write: attached mid-stream)
+    bool begun_;             // an S record is written
+    bool seen_;              // the session did something since the tap was set (or before: attached mid-stream)
     bool decided_;
     bool overflow_ = false;  // more than kBufferBytes before the decision: not recorded
     std::string buffer_;     // records until decided

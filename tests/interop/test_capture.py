@@ -19,7 +19,9 @@ side (as in test_gateway_prosody), a dialback secret in the config:
     b.test streams (after `close b.test`) are recorded from their start and
     replay; reload removing the key stops it;
   - a capture still running when s2smuxd stops gets its E records and is
-    closed (the daemon still stops cleanly).
+    closed (the daemon still stops cleanly);
+  - restarted with `capture = "route.cap"` in its config, s2smuxd moves the
+    earlier run's route.cap aside and records into a new one.
 Then two gateways with one multiplexed stream (harness.traffic.live_pair),
 gateway A configured with `capture = "mux.cap"` on its b.test route from
 the start: the multiplexed stream, carrying a certificate added live with
@@ -247,6 +249,24 @@ def main(t):
         assert any("gateway shutting down" in e for e in ends), ends
         t.note(f"E records: {sorted(set(ends))}")
     check_replay(t, gw, gw.dir / "at-stop.cap", "at-stop.cap", want_ok=True)
+
+    with t.check("restart with [[route]] capture = \"route.cap\": the earlier run's file is moved aside"):
+        old = (gw.dir / "route.cap").read_text()
+        restart = copy.deepcopy(gw.config)
+        restart["route"][0]["capture"] = "route.cap"
+        gw.config = restart
+        gw.start()
+        cl.wait_for(lambda: [l for l in gw.ctl_ok("captures")[1:] if " open " in l], 10, "route.cap open")
+        moved = sorted(gw.dir.glob("route.cap.*"))
+        assert len(moved) == 1 and moved[0].read_text() == old, moved
+        assert "moved to" in gw.log_text(), "not logged"
+        t.note(f"moved to {moved[0].name}")
+    check_message(t, cl, alice, bob, label="message a.test -> b.test after the restart")
+    with t.check("stop: the new route.cap holds this run's b.test streams"):
+        gw.stop()
+        assert gw.exit_code == 0, f"exit {gw.exit_code}"
+    check_file(t, gw, gw.dir / "route.cap", hidden, "route.cap after the restart", partial=False)
+    check_replay(t, gw, gw.dir / "route.cap", "route.cap after the restart", want_ok=True)
     for p in (pa, pb):
         p.stop()
 
