@@ -60,7 +60,8 @@ void Gateway::capture_start(std::string peer, std::string file, admin::Done done
     if (!m) return done(Reply::fail(m.error()));
     if (file.empty()) return done(Reply::fail("empty file name"));
     std::string path = capture_path(file);
-    if (path.empty() || path.back() == '/') return done(Reply::fail(fmt::format("{} is a directory, not a file", path)));
+    if (path.empty() || path.back() == '/')
+        return done(Reply::fail(fmt::format("{} is a directory, not a file", path)));
     std::string match = *m;
     auto started = captures_.start(path, {match}, "admin", [this, path, match, done](const std::string& err) {
         if (!err.empty()) {
@@ -68,7 +69,8 @@ void Gateway::capture_start(std::string peer, std::string file, admin::Done done
             return done(Reply::fail(fmt::format("cannot capture into {}: {}", path, err)));
         }
         auto c = captures_.find(path);
-        if (!c || c->stopping) return done(Reply::fail(fmt::format("capture into {} stopped before its file opened", path)));
+        if (!c || c->stopping)
+            return done(Reply::fail(fmt::format("capture into {} stopped before its file opened", path)));
         std::vector<net::Stream*> live;
         for (const auto& [id, s] : streams_) live.push_back(s);
         std::sort(live.begin(), live.end(), [](auto* a, auto* b) { return a->id() < b->id(); });

@@ -370,10 +370,13 @@ struct StreamFixture : Fixture {
         BOOST_REQUIRE(until([&] { return owner.streams.size() > before; }));
         return fd;
     }
-    void send(int fd, std::string_view data) { BOOST_REQUIRE(::send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size())); }
+    void send(int fd, std::string_view data) {
+        BOOST_REQUIRE(::send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size()));
+    }
     static std::string header(std::string_view from) {
-        return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
-               "xmlns:db='jabber:server:dialback' from='" + std::string(from) + "' to='a.test' version='1.0'>";
+        return "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+               "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='" +
+               std::string(from) + "' to='a.test' version='1.0'>";
     }
 
     std::shared_ptr<Capture> start(const std::string& name, const std::string& match) {
