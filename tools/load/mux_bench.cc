@@ -527,7 +527,7 @@ void MuxBench::pump() {
                 lag_ns_.push_back(0);
             }
         }
-        if (phase_ >= Phase::Idle) {
+        if (phase_ >= Phase::Idle && phase_ <= Phase::After) { // the measured phases only
             auto& m = max_inflight_[static_cast<std::size_t>(phase_) - static_cast<std::size_t>(Phase::Idle)];
             m = std::max(m, sent_ - received_);
         }
