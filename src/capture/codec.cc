@@ -106,6 +106,8 @@ std::vector<std::string> encode_config(const xmpp::SessionConfig& c) {
     t.push_back(kv("max_attrs", std::uint64_t(c.limits.max_attrs)));
     t.push_back(kv("max_attr_value", std::uint64_t(c.limits.max_attr_value)));
     t.push_back(kv("auth_timeout_ms", std::uint64_t(c.auth_timeout_ms)));
+    t.push_back(kv("keepalive_ms", std::uint64_t(c.keepalive_ms)));
+    t.push_back(kv("dead_peer_ms", std::uint64_t(c.dead_peer_ms)));
     return t;
 }
 
@@ -137,6 +139,8 @@ Result<xmpp::SessionConfig> decode_config(const std::vector<std::string>& tokens
     c.limits.max_attrs = r.num<unsigned>("max_attrs", c.limits.max_attrs);
     c.limits.max_attr_value = r.num<std::size_t>("max_attr_value", c.limits.max_attr_value);
     c.auth_timeout_ms = r.num<TimeMs>("auth_timeout_ms", c.auth_timeout_ms);
+    c.keepalive_ms = r.num<TimeMs>("keepalive_ms", c.keepalive_ms);
+    c.dead_peer_ms = r.num<TimeMs>("dead_peer_ms", c.dead_peer_ms);
     if (!r.err.empty()) return make_error(r.err);
     return c;
 }

@@ -528,7 +528,7 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "limits");
     if (!sec) return;
     r.check_keys(*sec, {"max_stanza_bytes", "max_depth", "max_attrs", "max_queue_stanzas", "connect_timeout",
-                        "auth_timeout", "queue_timeout", "drain_timeout"});
+                        "auth_timeout", "queue_timeout", "drain_timeout", "keepalive", "dead_peer_timeout"});
     if (auto v = r.get_int(*sec, "max_stanza_bytes", 10000, 64 * 1024 * 1024, "bytes"))
         c.max_stanza_bytes = static_cast<std::size_t>(*v);
     if (auto v = r.get_int(*sec, "max_depth", 4, 1000)) c.max_depth = static_cast<unsigned>(*v);
@@ -543,6 +543,10 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
         c.queue_timeout_ms = static_cast<std::uint32_t>(*v * 1000);
     if (auto v = r.get_int(*sec, "drain_timeout", 0, 3600, "seconds"))
         c.drain_timeout_ms = static_cast<std::uint32_t>(*v * 1000);
+    if (auto v = r.get_int(*sec, "keepalive", 0, 3600, "seconds"))
+        c.keepalive_ms = static_cast<std::uint32_t>(*v * 1000);
+    if (auto v = r.get_int(*sec, "dead_peer_timeout", 0, 86400, "seconds"))
+        c.dead_peer_ms = static_cast<std::uint32_t>(*v * 1000);
 }
 
 void read_mux(const Reader& r, const toml::table& root, Config& c) {

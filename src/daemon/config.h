@@ -89,6 +89,8 @@ struct Config {
     std::uint32_t auth_timeout_ms = 30000;    // unauthenticated incoming stream
     std::uint32_t queue_timeout_ms = 60000;   // stanza waiting for a route
     std::uint32_t drain_timeout_ms = 10000;   // SIGTERM: time for queues to empty before closing
+    std::uint32_t keepalive_ms = 60000;       // whitespace on an authenticated stream idle this long (0: never)
+    std::uint32_t dead_peer_ms = 180000;      // mux stream silent this long: closed (0: never)
 
     // [mux]: one multiplexed stream per remote s2smux gateway
     bool mux_enabled = true;          // offer / request multiplexing

@@ -190,6 +190,8 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
     c.limits.max_depth = cfg_.max_depth;
     c.limits.max_attrs = cfg_.max_attrs;
     c.auth_timeout_ms = cfg_.auth_timeout_ms;
+    c.keepalive_ms = cfg_.keepalive_ms;
+    c.dead_peer_ms = cfg_.dead_peer_ms;
     c.from = std::string(from);
     c.to = std::string(to);
     bool have_cert = certs_.any() != nullptr;

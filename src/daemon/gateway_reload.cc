@@ -203,6 +203,8 @@ void Gateway::apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert
     diff(nc.connect_timeout_ms != cfg_.connect_timeout_ms, "connect_timeout");
     diff(nc.auth_timeout_ms != cfg_.auth_timeout_ms, "auth_timeout");
     diff(nc.queue_timeout_ms != cfg_.queue_timeout_ms, "queue_timeout");
+    diff(nc.keepalive_ms != cfg_.keepalive_ms, "keepalive");
+    diff(nc.dead_peer_ms != cfg_.dead_peer_ms, "dead_peer_timeout");
     diff(nc.policy != cfg_.policy, "[tls] policy");
     diff(nc.upstream_tls != cfg_.upstream_tls, "[upstream] tls");
     diff(ep(nc.upstream) != ep(cfg_.upstream), "[upstream] address");

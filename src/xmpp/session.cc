@@ -115,6 +115,7 @@ void Session::set_limits(const xml::Limits& l) {
 void Session::append(std::string_view s) {
     bool was_empty = out_.empty();
     out_.append(s);
+    last_out_ = now_;
     if (tap_) tap_->tap_out(s);
     if (was_empty && !out_.empty()) host_.session_wants_write();
 }
@@ -186,6 +187,7 @@ void Session::send_stanza(const xml::Node& el) {
     bool was_empty = out_.empty();
     const std::size_t at = out_.size();
     xml::serialize(out_, el);
+    last_out_ = now_;
     if (tap_) { // recorded as the serialized stanza it became
         std::string_view part = std::string_view(out_).substr(at);
         tap_->tap_call("send-stanza", {part}, now_, depth_ > 0);
@@ -204,6 +206,7 @@ void Session::send_raw(std::string_view serialized) {
 void Session::start(TimeMs now) {
     now_ = now;
     TapCall c(*this, "start", {});
+    last_in_ = last_out_ = now;
     deadline_ = now + cfg_.auth_timeout_ms;
     if (cfg_.role == Role::Initiator) send_header();
 }
@@ -213,6 +216,7 @@ void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
     if (tap_) [[unlikely]]
         tap_->tap_in(std::string_view(data, len), now);
     TapCall c(*this);
+    last_in_ = now;
     if (state_ == State::Closed || state_ == State::TlsPending) return;
     feed(data, len);
 }
@@ -284,9 +288,20 @@ void Session::on_transport_closed(std::string_view why) {
     finish_close(std::move(info));
 }
 
+// An open, authenticated stream both ways (not mid-restart): whitespace
+// may be written between elements, and silence from the peer means something.
+bool Session::alive_checks() const {
+    return header_sent_ && !sent_close_ && restart_ == Restart::None && state_ != State::Closed &&
+           state_ != State::WaitHeader && state_ != State::TlsPending && (!in_.empty() || !out_pairs_.empty());
+}
+
 TimeMs Session::next_deadline() const {
     TimeMs d = deadline_;
     if (mux_ && state_ != State::Closed) d = std::min(d, mux_->mux_deadline());
+    if (alive_checks()) {
+        if (cfg_.keepalive_ms) d = std::min(d, last_out_ + cfg_.keepalive_ms);
+        if (cfg_.dead_peer_ms && mux_enabled_) d = std::min(d, last_in_ + cfg_.dead_peer_ms);
+    }
     return d;
 }
 
@@ -297,6 +312,14 @@ void Session::on_timer(TimeMs now) {
     if (mux_ && answer("mux-due", {}, now >= mux_->mux_deadline())) {
         callback("mux-timer");
         mux_->mux_timer(now);
+    }
+    if (state_ != State::Closed && alive_checks()) {
+        if (cfg_.dead_peer_ms && mux_enabled_ && now - last_in_ >= cfg_.dead_peer_ms) {
+            fail(StreamError::ConnectionTimeout,
+                 fmt::format("nothing received from the peer in {} s", (now - last_in_) / 1000));
+            return;
+        }
+        if (cfg_.keepalive_ms && now - last_out_ >= cfg_.keepalive_ms) append(" ");
     }
     if (state_ == State::Closed || now < deadline_) return;
     deadline_ = kNever;

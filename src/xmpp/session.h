@@ -106,6 +106,13 @@ struct SessionConfig {
 
     xml::Limits limits;
     TimeMs auth_timeout_ms = 30000; // time to reach an authenticated state
+    // Once authenticated (RFC 6120 §4.6.1): a whitespace keepalive after this
+    // long without writing, and, on a multiplexed stream (whose peer, a
+    // gateway, keeps it alive the same way), <connection-timeout/> after this
+    // long without a byte from the peer: a dead peer or a black-holed path.
+    // 0 = never.
+    TimeMs keepalive_ms = 0;
+    TimeMs dead_peer_ms = 0;
 };
 
 enum class DialbackVerdict : std::uint8_t {
@@ -329,6 +336,8 @@ private:
     Restart restart_ = Restart::None;
     TimeMs now_ = 0;
     TimeMs deadline_ = kNever;
+    TimeMs last_in_ = 0, last_out_ = 0; // keepalive and dead-peer checks
+    bool alive_checks() const;
 
     std::string out_;
     TlsState tls_;

@@ -166,6 +166,9 @@ SessionConfig session_config(std::uint8_t cfg) {
     c.limits.max_attrs = 16;
     c.limits.max_attr_value = 512;
     c.auth_timeout_ms = 10000;
+    // Each 't' event (11 s) is past both: keepalives and dead-peer closes happen.
+    c.keepalive_ms = 5000;
+    c.dead_peer_ms = 20000;
     return c;
 }
 

@@ -330,6 +330,28 @@ BOOST_AUTO_TEST_CASE(jid_parts_must_be_utf8) {
     BOOST_TEST(!parse_jid("u@b.test/r\xed\xa0\x80", p)); // surrogate
 }
 
+BOOST_AUTO_TEST_CASE(keepalive_whitespace_once_authenticated_only) {
+    SessionConfig c = receiver_cfg();
+    c.keepalive_ms = 1000;
+    c.dead_peer_ms = 3000; // multiplexed streams only: this one is not
+    Receiver r(c);
+    receiver_after_tls(r, tls_with({"b.test"}));
+    take(r.s);
+    r.s.on_timer(1500); // not authenticated yet: no keepalive
+    BOOST_TEST(take(r.s).empty());
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>", 2000);
+    r.s.on_bytes(kInitHeader, 2000);
+    take(r.s);
+    BOOST_TEST(r.s.next_deadline() == 3000);
+    r.s.on_timer(3000);
+    BOOST_TEST(take(r.s) == " ");
+    r.s.on_timer(3500); // written 500 ms ago
+    BOOST_TEST(take(r.s).empty());
+    r.s.on_timer(60000); // silent peer, but not a multiplexed stream: still up
+    BOOST_TEST(take(r.s) == " ");
+    BOOST_TEST(!r.host.closed);
+}
+
 BOOST_AUTO_TEST_CASE(receiver_untrusted_cert_dialback_pending_then_valid) {
     Receiver r;
     receiver_after_tls(r, tls_with({"b.test"}, false, "signer not trusted"));
