@@ -108,6 +108,9 @@ std::vector<std::string> encode_config(const xmpp::SessionConfig& c) {
     t.push_back(kv("auth_timeout_ms", std::uint64_t(c.auth_timeout_ms)));
     t.push_back(kv("keepalive_ms", std::uint64_t(c.keepalive_ms)));
     t.push_back(kv("dead_peer_ms", std::uint64_t(c.dead_peer_ms)));
+    t.push_back(kvb("stream_mgmt", c.stream_mgmt));
+    t.push_back(kv("ack_delay_ms", std::uint64_t(c.ack_delay_ms)));
+    t.push_back(kv("max_unacked_bytes", std::uint64_t(c.max_unacked_bytes)));
     return t;
 }
 
@@ -141,6 +144,9 @@ Result<xmpp::SessionConfig> decode_config(const std::vector<std::string>& tokens
     c.auth_timeout_ms = r.num<TimeMs>("auth_timeout_ms", c.auth_timeout_ms);
     c.keepalive_ms = r.num<TimeMs>("keepalive_ms", c.keepalive_ms);
     c.dead_peer_ms = r.num<TimeMs>("dead_peer_ms", c.dead_peer_ms);
+    c.stream_mgmt = r.flag("stream_mgmt", c.stream_mgmt);
+    c.ack_delay_ms = r.num<TimeMs>("ack_delay_ms", c.ack_delay_ms);
+    c.max_unacked_bytes = r.num<std::size_t>("max_unacked_bytes", c.max_unacked_bytes);
     if (!r.err.empty()) return make_error(r.err);
     return c;
 }

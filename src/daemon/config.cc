@@ -376,7 +376,8 @@ private:
     std::filesystem::path base_;
 };
 
-constexpr std::string_view kTables[] = {"gateway", "listen", "upstream", "tls", "dns", "limits", "mux", "metrics", "log"};
+constexpr std::string_view kTables[] = {"gateway", "listen",  "upstream", "tls", "dns", "limits", "stream_management",
+                                        "mux",     "metrics", "log"};
 constexpr std::string_view kArrays[] = {"cert", "route"};
 
 void check_top_level(const Reader& r, const toml::table& root) {
@@ -549,6 +550,15 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
         c.dead_peer_ms = static_cast<std::uint32_t>(*v * 1000);
 }
 
+void read_stream_management(const Reader& r, const toml::table& root, Config& c) {
+    auto sec = r.table(root, "stream_management");
+    if (!sec) return;
+    r.check_keys(*sec, {"enabled", "max_unacked_bytes"});
+    if (auto v = r.get_bool(*sec, "enabled")) c.sm_enabled = *v;
+    if (auto v = r.get_int(*sec, "max_unacked_bytes", 65536, 1LL << 32, "bytes"))
+        c.sm_max_unacked_bytes = static_cast<std::size_t>(*v);
+}
+
 void read_mux(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "mux");
     if (!sec) return;
@@ -634,6 +644,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
         read_routes(r, root, c);
         read_dns(r, root, c);
         read_limits(r, root, c);
+        read_stream_management(r, root, c);
         read_mux(r, root, c);
         read_metrics(r, root, c);
         read_log(r, root, c);

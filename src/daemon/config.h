@@ -92,6 +92,11 @@ struct Config {
     std::uint32_t keepalive_ms = 60000;       // whitespace on an authenticated stream idle this long (0: never)
     std::uint32_t dead_peer_ms = 180000;      // mux stream silent this long: closed (0: never)
 
+    // [stream_management]: XEP-0198 acks on remote streams and toward the
+    // local server, so that a broken stream's undelivered stanzas are known
+    bool sm_enabled = true;
+    std::size_t sm_max_unacked_bytes = 64u << 20; // per stream; beyond, <resource-constraint/>
+
     // [mux]: one multiplexed stream per remote s2smux gateway
     bool mux_enabled = true;          // offer / request multiplexing
     bool mux_strict = false;          // a stanza for a pair that was not multiplexed closes the stream

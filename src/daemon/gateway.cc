@@ -1,4 +1,6 @@
 #include "daemon/gateway.h"
+
+#include "xml/fragments.h"
 #include "daemon/mux_peer.h"
 
 #include "common/log.h"
@@ -192,6 +194,10 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
     c.auth_timeout_ms = cfg_.auth_timeout_ms;
     c.keepalive_ms = cfg_.keepalive_ms;
     c.dead_peer_ms = cfg_.dead_peer_ms;
+    // Not toward the local server's outbound streams (inner): it would
+    // bounce on its own what we did not acknowledge yet.
+    c.stream_mgmt = cfg_.sm_enabled && kind != StreamKind::InnerIn && kind != StreamKind::VerifyOut;
+    c.max_unacked_bytes = cfg_.sm_max_unacked_bytes;
     c.from = std::string(from);
     c.to = std::string(to);
     bool have_cert = certs_.any() != nullptr;
@@ -309,6 +315,7 @@ void Gateway::stream_verify_answer(Stream& s, std::string_view from, std::string
 }
 
 void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) {
+    ++stats_.stanzas_accepted;
     if (r.to_domain.empty()) {
         bounce(r.head, StanzaError::JidMalformed, fmt::format("malformed 'to' address '{}'", r.head.to));
         return;
@@ -394,6 +401,7 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
         }
     }
     reevaluate_waiters(s.id());
+    requeue_unacked(s);
 }
 
 // ------------------------------------------------------------- routing
@@ -459,6 +467,11 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
 }
 
 void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) {
+    r.queue.push_back(make_queued(el, raw, head));
+    ++stats_.stanzas_queued;
+}
+
+Gateway::Queued Gateway::make_queued(const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) const {
     Queued q;
     if (el) xml::serialize(q.xml, *el);
     else q.xml.assign(raw);
@@ -476,8 +489,41 @@ void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const
     q.id = head.id;
     q.type = head.type;
     q.at = static_cast<TimeMs>(uv_now(loop_));
-    r.queue.push_back(std::move(q));
-    ++stats_.stanzas_queued;
+    return q;
+}
+
+void Gateway::requeue_unacked(Stream& s) {
+    std::string bytes = s.session().take_unacked();
+    if (bytes.empty()) return;
+    // By route, in the order they were sent.
+    std::map<DomainPair, std::vector<Queued>, xmpp::DomainPairLess> by_route;
+    std::size_t n = 0;
+    std::string err;
+    bool ok = xml::for_each_element(bytes, [&](const xml::Node& el) {
+        xmpp::StanzaHead h{el.name, el.attr("from"), el.attr("to"), el.attr("id"), el.attr("type")};
+        by_route[{xmpp::jid_domain(h.from), xmpp::jid_domain(h.to)}].push_back(make_queued(&el, {}, h));
+        ++n;
+    }, &err);
+    if (!ok) // our own serialization: cannot happen; say so loudly if it does
+        log::error(s.session().log_context(), "unacknowledged stanzas after the {}th unreadable: {}", n, err);
+    stats_.stanzas_requeued += n;
+    log::warn(s.session().log_context(), "{} stanza(s) sent and not acknowledged by the peer: queued again{}", n,
+              stopping_ ? " (shutting down: bounced)" : "");
+    for (auto& [key, items] : by_route) {
+        Route& r = route_for(key.first, key.second);
+        // Older than anything queued since: in front, keeping their order.
+        for (auto it = items.rbegin(); it != items.rend(); ++it) r.queue.push_front(std::move(*it));
+        if (stopping_) fail_queue(r, StanzaError::RemoteServerTimeout,
+                                  "gateway shutting down; not acknowledged by the remote server (may have arrived)");
+        else if (r.ready && r.ready != &s) flush_queue(r);
+        else if (!r.pending && !r.resolving && !r.waiting_on) reevaluate(r);
+    }
+}
+
+std::size_t Gateway::in_flight_stanzas() const {
+    std::size_t n = 0;
+    for (const auto& [id, s] : streams_) n += s->session().sm().unacked();
+    return n;
 }
 
 void Gateway::flush_queue(Route& r) {
@@ -658,7 +704,7 @@ void Gateway::drain() {
     // what is queued (bounces included).
     for (auto& l : listeners_)
         if (l->name() != "inner") l->close();
-    std::size_t q = queued_stanzas();
+    std::size_t q = queued_stanzas() + in_flight_stanzas();
     if (q == 0 || cfg_.drain_timeout_ms == 0 || !handles_) {
         log::info(kCtx, "draining: nothing queued, closing {} stream(s)", streams_.size());
         return stop();
@@ -673,7 +719,8 @@ void Gateway::drain() {
 void Gateway::tick() {
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
     if (draining_) {
-        std::size_t q = queued_stanzas();
+        // Queued, or sent and not yet acknowledged (stream management).
+        std::size_t q = queued_stanzas() + in_flight_stanzas();
         if (q == 0) {
             log::info(kCtx, "draining: queues empty; closing streams");
             return stop();

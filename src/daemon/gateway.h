@@ -53,6 +53,12 @@ struct GatewayStats {
     std::uint64_t mux_refused_out = 0;  // our stanzas a peer refused (bounced to the sender)
     std::uint64_t mux_adds_ok = 0, mux_adds_failed = 0;           // ours, on streams now closed
     std::uint64_t mux_peer_adds_ok = 0, mux_peer_adds_failed = 0; // the peers', on streams now closed
+    // Accounting: every stanza accepted (received from a stream, or a
+    // stanza of ours the peer did not acknowledge before its stream broke,
+    // taken back: requeued) is, exactly once, sent (routed), dropped,
+    // refused, or still queued; a bounce sends an error in its place.
+    std::uint64_t stanzas_accepted = 0; // received from either side (and refusal notices of mux peers)
+    std::uint64_t stanzas_requeued = 0; // unacknowledged on a broken stream: queued again
     std::uint64_t stanzas_routed = 0;   // delivered onto an authenticated stream
     std::uint64_t stanzas_queued = 0;   // had to wait for a stream
     std::uint64_t stanzas_bounced = 0;  // answered with an error to their sender
@@ -226,6 +232,12 @@ private:
     void deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
                  std::string_view raw, const xmpp::StanzaHead& head, std::optional<bool> to_local_server = {});
     void enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head);
+    Queued make_queued(const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) const;
+    // A broken stream's stanzas that the peer did not acknowledge (stream
+    // management) go back to the front of their routes' queues, in order.
+    void requeue_unacked(net::Stream& s);
+    // Stanzas sent on live streams and not yet acknowledged.
+    std::size_t in_flight_stanzas() const;
     void establish(Route& r);
     MuxVerdict classify(std::string_view from, std::string_view to);
     void reevaluate(Route& r);

@@ -106,7 +106,12 @@ void Gateway::stats(admin::Done done) {
     t.add({"streams.accepted_total", std::to_string(stats_.streams_accepted)});
     t.add({"streams.connected_total", std::to_string(stats_.streams_connected)});
     t.add({"domains.local", std::to_string(local_domains_.size())});
+    const std::size_t queued_now = queued_stanzas(), in_flight = in_flight_stanzas();
+    t.add({"stanzas.accepted", std::to_string(stats_.stanzas_accepted)});
+    t.add({"stanzas.requeued", std::to_string(stats_.stanzas_requeued)});
     t.add({"stanzas.routed", std::to_string(stats_.stanzas_routed)});
+    t.add({"stanzas.in_flight", std::to_string(in_flight)});
+    t.add({"stanzas.queued_now", std::to_string(queued_now)});
     t.add({"stanzas.queued", std::to_string(stats_.stanzas_queued)});
     t.add({"stanzas.bounced", std::to_string(stats_.stanzas_bounced)});
     t.add({"stanzas.dropped", std::to_string(stats_.stanzas_dropped)});
@@ -117,6 +122,12 @@ void Gateway::stats(admin::Done done) {
     t.add({"mux.peer_adds_ok", std::to_string(peer_ok)});
     t.add({"mux.peer_adds_failed", std::to_string(peer_failed)});
     for (const auto& [r, n] : by_reason) t.add({"mux.peer_adds_failed." + r, std::to_string(n)});
+    // accepted + requeued = routed + dropped + refused + queued: nothing vanished.
+    const std::uint64_t in = stats_.stanzas_accepted + stats_.stanzas_requeued;
+    const std::uint64_t out = stats_.stanzas_routed + stats_.stanzas_dropped + stats_.mux_refused_in + queued_now;
+    t.add({"accounting", in == out ? std::string("ok")
+                                   : fmt::format("MISMATCH: accepted+requeued {} != routed+dropped+refused+queued {}",
+                                                 in, out)});
     done(Reply::ok(t.render()));
 }
 

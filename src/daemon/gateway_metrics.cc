@@ -93,6 +93,16 @@ std::string Gateway::metrics_text() const {
         .sample({}, ctx_.tls_verify);
 
     // ------------------------------------------------------------ router
+    w.family("s2smux_stanzas_accepted_total", Type::Counter,
+             "Stanzas received from either side (and refusal notices of multiplexing peers).")
+        .sample({}, stats_.stanzas_accepted);
+    w.family("s2smux_stanzas_requeued_total", Type::Counter,
+             "Stanzas sent on a stream that broke before the peer acknowledged them (stream management), queued "
+             "again.")
+        .sample({}, stats_.stanzas_requeued);
+    w.family("s2smux_stanzas_in_flight", Type::Gauge,
+             "Stanzas sent on stream-managed streams and not yet acknowledged by the peer.")
+        .sample({}, in_flight_stanzas());
     w.family("s2smux_stanzas_routed_total", Type::Counter, "Stanzas delivered onto an authenticated stream.")
         .sample({}, stats_.stanzas_routed);
     w.family("s2smux_stanzas_queued_total", Type::Counter, "Stanzas that had to wait for a stream.")

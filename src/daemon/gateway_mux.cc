@@ -63,6 +63,7 @@ void Gateway::MuxPeer::mux_add_answered(std::string_view domain, bool ok, mux::A
 }
 
 void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal why, std::string_view text) {
+    ++gw.stats_.stanzas_accepted; // the refusal notice, answered with a bounce
     ++gw.stats_.mux_refused_out;
     ++gw.stats_.mux_refused_out_by[static_cast<std::size_t>(why)];
     if (!gw.is_local(xmpp::jid_domain(head.from))) {
@@ -75,6 +76,7 @@ void Gateway::MuxPeer::mux_refused(const xmpp::StanzaHead& head, mux::Refusal wh
 }
 
 void Gateway::MuxPeer::mux_refusing(const xmpp::StanzaHead& head, mux::Refusal why) {
+    ++gw.stats_.stanzas_accepted; // never routed: answered on the stream
     ++gw.stats_.mux_refused_in;
     ++gw.stats_.mux_refused_in_by[static_cast<std::size_t>(why)];
     log::warn(stream->session().log_context(), "mux: refused <{}/> from {} to {}: {} (not delivered)", head.name,

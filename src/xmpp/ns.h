@@ -16,6 +16,7 @@ inline constexpr std::string_view kStreams = "urn:ietf:params:xml:ns:xmpp-stream
 inline constexpr std::string_view kStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
 inline constexpr std::string_view kBidi = "urn:xmpp:bidi";                  // enable element
 inline constexpr std::string_view kBidiFeature = "urn:xmpp:features:bidi";  // stream feature
+inline constexpr std::string_view kSm = "urn:xmpp:sm:3";               // stream management (XEP-0198)
 inline constexpr std::string_view kMux = "urn:s2smux:mux:0";           // s2smux multiplexing
 inline constexpr std::string_view kXml = "http://www.w3.org/XML/1998/namespace";
 

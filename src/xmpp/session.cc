@@ -172,6 +172,10 @@ void Session::send_features() {
     }
     mux_offered_ = mux_possible() && !mux_enabled_;
     if (mux_offered_) w.open("mux").xmlns(ns::kMux).close();
+    if (auth_allowed && cfg_.stream_mgmt && !sm_.in_active()) {
+        w.open("sm").xmlns(ns::kSm).open("optional").close().close();
+        sm_offered_ = true;
+    }
     w.close();
     append(f);
 }
@@ -179,7 +183,9 @@ void Session::send_features() {
 void Session::send_stanza_raw(std::string_view serialized_stanza) {
     TapCall c(*this, "send-stanza", {serialized_stanza});
     ++stanzas_out_;
+    const std::size_t at = out_.size();
     append(serialized_stanza);
+    if (sm_.out_active()) sm_sent(at);
 }
 
 void Session::send_stanza(const xml::Node& el) {
@@ -194,6 +200,27 @@ void Session::send_stanza(const xml::Node& el) {
         tap_->tap_out(part);
     }
     if (was_empty) host_.session_wants_write();
+    if (sm_.out_active()) sm_sent(at);
+}
+
+// Keeps a copy until the peer acknowledges it, and asks for acks in batches:
+// every kAckEvery stanzas, or ack_delay_ms after the first unrequested one.
+void Session::sm_sent(std::size_t at) {
+    constexpr std::size_t kAckEvery = 100;
+    sm_.sent(std::string_view(out_).substr(at));
+    if (sm_.unacked_bytes() > cfg_.max_unacked_bytes) {
+        fail(StreamError::ResourceConstraint,
+             fmt::format("{} stanzas ({} bytes) sent and not acknowledged", sm_.unacked(), sm_.unacked_bytes()));
+        return;
+    }
+    if (sm_.unrequested() >= kAckEvery) sm_request();
+    else if (sm_due_ == kNever) sm_due_ = now_ + cfg_.ack_delay_ms;
+}
+
+void Session::sm_request() {
+    append("<r xmlns='urn:xmpp:sm:3'/>");
+    sm_.requested();
+    sm_due_ = kNever;
 }
 
 void Session::send_raw(std::string_view serialized) {
@@ -298,6 +325,7 @@ bool Session::alive_checks() const {
 TimeMs Session::next_deadline() const {
     TimeMs d = deadline_;
     if (mux_ && state_ != State::Closed) d = std::min(d, mux_->mux_deadline());
+    if (state_ != State::Closed && !sent_close_) d = std::min(d, sm_due_);
     if (alive_checks()) {
         if (cfg_.keepalive_ms) d = std::min(d, last_out_ + cfg_.keepalive_ms);
         if (cfg_.dead_peer_ms && mux_enabled_) d = std::min(d, last_in_ + cfg_.dead_peer_ms);
@@ -313,6 +341,7 @@ void Session::on_timer(TimeMs now) {
         callback("mux-timer");
         mux_->mux_timer(now);
     }
+    if (state_ != State::Closed && !sent_close_ && answer("sm-due", {}, now >= sm_due_)) sm_request();
     if (state_ != State::Closed && alive_checks()) {
         if (cfg_.dead_peer_ms && mux_enabled_ && now - last_in_ >= cfg_.dead_peer_ms) {
             fail(StreamError::ConnectionTimeout,
@@ -448,6 +477,8 @@ bool Session::on_element(const xml::Node& el) {
         }
     } else if (el.ns == ns::kMux) {
         recv_mux(el);
+    } else if (el.ns == ns::kSm) {
+        recv_sm(el);
     } else if ((el.ns == ns::kBidi || el.ns == ns::kBidiFeature) && el.name == "bidi" &&
                cfg_.role == Role::Receiver) {
         if (!bidi_offered_) {
@@ -476,6 +507,7 @@ void Session::on_stream_close() {
         info.reason = "stream closed by the peer";
     }
     if (!sent_close_) {
+        if (sm_.in_active()) append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
         append("</stream:stream>");
         sent_close_ = true;
     }
@@ -647,6 +679,7 @@ void Session::recv_features(const xml::Node& el) {
     const xml::Node* dialback = el.child(ns::kDialbackFeature, "dialback");
     bool bidi = el.child(ns::kBidiFeature, "bidi") || el.child(ns::kBidi, "bidi");
     dialback_offered_ = dialback != nullptr || peer_declares_db_;
+    if (el.child(ns::kSm, "sm")) sm_offered_ = true;
     peer_dialback_errors_ = dialback && dialback->child(ns::kDialbackFeature, "errors");
 
     if (sasl_done_) {
@@ -746,6 +779,8 @@ void Session::recv_db_result_initiator(const xml::Node& el) {
 void Session::become_ready(AuthMethod m) {
     state_ = State::Ready;
     deadline_ = kNever;
+    // Before the host learns the pair: its first stanza is already counted.
+    sm_enable();
     add_pair_out(cfg_.from, cfg_.to, m);
     // Seed 003: the reverse direction only for a name authenticated by X.509.
     if (bidi_ && tls_.peer.valid_for(cfg_.to)) add_pair_in(cfg_.to, cfg_.from, AuthMethod::Bidi);
@@ -792,6 +827,9 @@ void Session::recv_stanza(const xml::Node& el) {
         fail(StreamError::NotAuthorized, "stanza received before authentication");
         return;
     }
+    // Handled from here on, whatever happens to it (delivered, refused,
+    // bounced): the peer must not send it again.
+    sm_.received();
     StanzaRoute r;
     r.head.name = el.name;
     r.head.from = el.attr("from");
@@ -877,6 +915,62 @@ void Session::recv_mux(const xml::Node& el) {
     }
     callback("mux-element", {el.name});
     mux_->mux_element(el, now_);
+}
+
+void Session::sm_enable() {
+    if (!cfg_.stream_mgmt || !sm_offered_ || sm_.out_active() || cfg_.role != Role::Initiator) return;
+    append("<enable xmlns='urn:xmpp:sm:3'/>");
+    sm_.start_out();
+    log::debug(log_ctx_, "stream management: enable sent");
+}
+
+void Session::recv_sm(const xml::Node& el) {
+    if (el.name == "r") {
+        if (!sm_.in_active()) {
+            fail(StreamError::UnsupportedStanzaType, "<r/> without stream management enabled");
+            return;
+        }
+        append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
+    } else if (el.name == "a") {
+        std::string_view hs = el.attr("h");
+        std::uint64_t h = 0;
+        bool ok = !hs.empty() && hs.size() <= 10;
+        for (char ch : hs) {
+            if (ch < '0' || ch > '9') ok = false;
+            else h = h * 10 + static_cast<unsigned>(ch - '0');
+        }
+        if (!ok || h > UINT32_MAX || !sm_.out_active()) {
+            fail(StreamError::BadFormat, ok ? "<a/> without stream management enabled"
+                                            : fmt::format("<a/> with a bad 'h' ('{}')", hs));
+            return;
+        }
+        if (!sm_.acked(static_cast<std::uint32_t>(h))) {
+            fail(StreamError::UndefinedCondition,
+                 fmt::format("handled-count-too-high: h={} but {} stanzas sent", h, sm_.out_count()));
+            return;
+        }
+    } else if (el.name == "enable" && cfg_.role == Role::Receiver) {
+        if (!sm_offered_ || sm_.in_active() || in_.empty()) {
+            append("<failed xmlns='urn:xmpp:sm:3'><unexpected-request "
+                   "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            log::info(log_ctx_, "stream management refused: {}",
+                      !sm_offered_ ? "not offered" : sm_.in_active() ? "already enabled" : "not authenticated");
+            return;
+        }
+        append("<enabled xmlns='urn:xmpp:sm:3'/>");
+        sm_.start_in();
+        sm_.start_out();
+        log::info(log_ctx_, "stream management enabled by the peer");
+    } else if (el.name == "enabled" && cfg_.role == Role::Initiator && sm_.out_active() && !sm_.in_active()) {
+        sm_.start_in();
+        log::info(log_ctx_, "stream management enabled");
+    } else if (el.name == "failed" && cfg_.role == Role::Initiator && sm_.out_active() && !sm_.in_active()) {
+        sm_.stop_out();
+        sm_due_ = kNever;
+        log::info(log_ctx_, "stream management refused by the peer");
+    } else {
+        fail(StreamError::UnsupportedStanzaType, fmt::format("unexpected stream management element <{}/>", el.name));
+    }
 }
 
 void Session::recv_stream_error(const xml::Node& el) {
@@ -973,6 +1067,8 @@ void Session::close() {
     TapCall c(*this, "close", {});
     if (state_ == State::Closed) return;
     if (header_sent_ && !sent_close_) {
+        // The peer can forget what we handled before it sees the end.
+        if (sm_.in_active()) append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
         append("</stream:stream>");
         sent_close_ = true;
     }

@@ -23,6 +23,7 @@
 #include "xmpp/errors.h"
 #include "xmpp/policy.h"
 #include "xmpp/session_tap.h"
+#include "xmpp/stream_mgmt.h"
 
 #include <cstdint>
 #include <set>
@@ -113,6 +114,14 @@ struct SessionConfig {
     // 0 = never.
     TimeMs keepalive_ms = 0;
     TimeMs dead_peer_ms = 0;
+
+    // Stream management (XEP-0198 acks, urn:xmpp:sm:3): a receiver offers it
+    // once authentication is possible, an initiator enables it when offered.
+    // Sent stanzas are kept until acknowledged; what is left when the stream
+    // breaks is the host's to retry or bounce (take_unacked()).
+    bool stream_mgmt = false;
+    TimeMs ack_delay_ms = 200;                     // <r/> at most this long after a stanza
+    std::size_t max_unacked_bytes = 64u << 20;     // <resource-constraint/> beyond
 };
 
 enum class DialbackVerdict : std::uint8_t {
@@ -262,6 +271,12 @@ public:
     const std::string& remote_domain() const { return remote_domain_; }
     const DomainPairSet& pairs_in() const { return in_; }
     const DomainPairSet& pairs_out() const { return out_pairs_; }
+    // Stream management: acknowledged state of this stream.
+    const StreamMgmt& sm() const { return sm_; }
+    // Stanzas we sent that the peer has not acknowledged (serialized,
+    // concatenated, oldest first), taken out: after the stream ended, they
+    // may not have arrived. Empty without stream management.
+    std::string take_unacked() { return sm_.take_unacked(); }
     std::uint64_t stanzas_in() const { return stanzas_in_; }
     std::uint64_t stanzas_out() const { return stanzas_out_; }
 
@@ -320,6 +335,10 @@ private:
     void recv_stanza(const xml::Node& el);
     void recv_stream_error(const xml::Node& el);
     void recv_mux(const xml::Node& el);
+    void recv_sm(const xml::Node& el);
+    void sm_enable();             // initiator, when the peer offered it
+    void sm_sent(std::size_t at); // the stanza from out_[at] on was just sent
+    void sm_request();            // <r/>
     bool mux_possible() const;
     void add_pair_in(std::string_view from, std::string_view to, AuthMethod m);
     void add_pair_out(std::string_view from, std::string_view to, AuthMethod m);
@@ -352,6 +371,9 @@ private:
     bool peer_dialback_errors_ = false;
     bool peer_declares_db_ = false;   // initiator: header declared xmlns:db
     bool mux_offered_ = false;        // receiver: <mux/> in the last features
+    bool sm_offered_ = false;         // receiver: we offered <sm/>; initiator: the peer did
+    StreamMgmt sm_;
+    TimeMs sm_due_ = kNever;          // when to send <r/> for the stanzas sent since the last one
     bool mux_enabled_ = false;
     MuxHandler* mux_ = nullptr;
     bool dialback_offered_ = false;   // initiator: last features offered dialback

@@ -702,3 +702,168 @@ BOOST_AUTO_TEST_CASE(pair_dialback_over_tls_without_client_cert) {
     // Dialback alone does not authenticate the reverse direction (seed 003).
     BOOST_TEST(!p.recv.can_send("b.test", "a.test"));
 }
+
+// ------------------------------------------------------ stream management
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_bookkeeping_keeps_unacked_in_order_and_wraps) {
+    StreamMgmt sm;
+    sm.sent("<x/>"); // before start: not kept
+    BOOST_TEST(sm.unacked() == 0u);
+    sm.start_out();
+    for (int i = 0; i < 5; ++i) sm.sent("<m n='" + std::to_string(i) + "'/>");
+    BOOST_TEST(sm.unacked() == 5u);
+    BOOST_TEST(sm.acked(2));
+    auto v = sm.unacked_stanzas();
+    BOOST_REQUIRE_EQUAL(v.size(), 3u);
+    BOOST_TEST(v[0] == "<m n='2'/>");
+    BOOST_TEST(v[2] == "<m n='4'/>");
+    BOOST_TEST(!sm.acked(6)); // more than sent: refused, nothing changed
+    BOOST_TEST(sm.unacked() == 3u);
+    BOOST_TEST(sm.acked(2)); // repeated h: nothing new
+    BOOST_TEST(sm.take_unacked() == "<m n='2'/><m n='3'/><m n='4'/>");
+    BOOST_TEST(sm.unacked() == 0u);
+    // A large run compacts and stays exact.
+    std::string big(1000, 'a');
+    for (int i = 0; i < 300; ++i) sm.sent("<m>" + big + std::to_string(i) + "</m>");
+    BOOST_TEST(sm.acked(5 + 250));
+    v = sm.unacked_stanzas();
+    BOOST_REQUIRE_EQUAL(v.size(), 50u);
+    BOOST_TEST(v[0] == "<m>" + big + "250</m>");
+    BOOST_TEST(sm.unacked_bytes() < 60u * 1024);
+}
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_counter_wraps_at_2_32) {
+    StreamMgmt sm;
+    sm.start_out();
+    // Pretend 2^32 - 2 stanzas were acknowledged already.
+    for (int i = 0; i < 4; ++i) sm.sent("<m/>");
+    BOOST_TEST(sm.acked(4));
+    // Fast-forward: h values are compared modulo 2^32.
+    StreamMgmt w;
+    w.start_out();
+    w.sent("<a/>");
+    w.sent("<b/>");
+    BOOST_TEST(!w.acked(UINT32_MAX)); // "-1": far beyond what was sent
+    BOOST_TEST(w.acked(1));
+    BOOST_TEST(w.unacked_stanzas()[0] == "<b/>");
+}
+
+namespace {
+SessionConfig sm_cfg(SessionConfig c) {
+    c.stream_mgmt = true;
+    c.ack_delay_ms = 200;
+    return c;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(pair_stream_mgmt_acks_both_ways_and_keeps_the_unacked) {
+    Pair p(sm_cfg(initiator_cfg()), sm_cfg(receiver_cfg()), tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    BOOST_REQUIRE(p.init.ready());
+    BOOST_TEST(p.init.sm().out_active());
+    BOOST_TEST(p.init.sm().in_active());
+    BOOST_TEST(p.recv.sm().in_active());
+    BOOST_TEST(p.recv.sm().out_active());
+    // 150 stanzas one way, 3 the other (bidi).
+    for (int i = 0; i < 150; ++i)
+        p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='m" + std::to_string(i) + "'/>");
+    for (int i = 0; i < 3; ++i) p.recv.send_stanza_raw("<message from='v@b.test' to='u@a.test'/>");
+    std::string a = take(p.init);
+    BOOST_TEST(has(a, "<r xmlns='urn:xmpp:sm:3'/>")); // after 100
+    BOOST_TEST(p.init.sm().unacked() == 150u);
+    p.recv.on_bytes(a, 0);
+    BOOST_TEST(p.rh.stanzas.size() == 150u);
+    BOOST_TEST(p.recv.sm().h_in() == 150u);
+    std::string b = take(p.recv);
+    BOOST_TEST(has(b, "<a xmlns='urn:xmpp:sm:3' h='100'/>"));
+    p.init.on_bytes(b, 0);
+    BOOST_TEST(p.init.sm().unacked() == 50u);
+    BOOST_TEST(p.ih.stanzas.size() == 3u);
+    // The rest are asked for after ack_delay_ms.
+    BOOST_TEST(p.init.next_deadline() <= 200);
+    p.init.on_timer(200);
+    p.recv.on_timer(200);
+    a = take(p.init);
+    b = take(p.recv);
+    BOOST_TEST(has(a, "<r xmlns='urn:xmpp:sm:3'/>"));
+    BOOST_TEST(has(b, "<r xmlns='urn:xmpp:sm:3'/>"));
+    p.recv.on_bytes(a, 200);
+    p.init.on_bytes(b, 200);
+    p.init.on_bytes(take(p.recv), 200);
+    p.recv.on_bytes(take(p.init), 200);
+    BOOST_TEST(p.init.sm().unacked() == 0u);
+    BOOST_TEST(p.recv.sm().unacked() == 0u);
+    // Sent, then the connection breaks before the ack: the host gets them back.
+    p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='lost1'/>");
+    p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='lost2'/>");
+    p.init.on_transport_closed("reset");
+    std::string back = p.init.take_unacked();
+    BOOST_TEST(back == "<message from='u@a.test' to='v@b.test' id='lost1'/>"
+                       "<message from='u@a.test' to='v@b.test' id='lost2'/>");
+    BOOST_REQUIRE(p.ih.closed);
+    BOOST_TEST(p.ih.closed->error);
+}
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_graceful_close_acks_first) {
+    Pair p(sm_cfg(initiator_cfg()), sm_cfg(receiver_cfg()), tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test'/>");
+    p.recv.on_bytes(take(p.init), 0);
+    p.recv.close();
+    std::string b = take(p.recv);
+    BOOST_TEST(has(b, "<a xmlns='urn:xmpp:sm:3' h='1'/></stream:stream>"));
+    p.init.on_bytes(b, 0);
+    BOOST_TEST(p.init.sm().unacked() == 0u);
+    BOOST_TEST(p.init.take_unacked().empty());
+}
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_bad_acks_are_stream_errors) {
+    for (std::string bad : {"<a xmlns='urn:xmpp:sm:3' h='5'/>", "<a xmlns='urn:xmpp:sm:3' h='x'/>",
+                            "<a xmlns='urn:xmpp:sm:3' h='99999999999'/>", "<a xmlns='urn:xmpp:sm:3'/>"}) {
+        Pair p(sm_cfg(initiator_cfg()), sm_cfg(receiver_cfg()), tls_with({"b.test"}), tls_with({"a.test"}));
+        p.run();
+        p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test'/>");
+        take(p.init);
+        p.init.on_bytes(bad, 0);
+        std::string out = take(p.init);
+        BOOST_TEST_INFO(bad);
+        BOOST_TEST(has(out, "<stream:error>"));
+        BOOST_REQUIRE(p.ih.closed);
+        BOOST_TEST(p.ih.closed->error);
+        BOOST_TEST(p.init.take_unacked() == "<message from='u@a.test' to='v@b.test'/>");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_not_offered_not_enabled_and_enable_before_auth_fails) {
+    // Receiver without it: the initiator never enables.
+    Pair p(sm_cfg(initiator_cfg()), receiver_cfg(), tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    BOOST_REQUIRE(p.init.ready());
+    BOOST_TEST(!p.init.sm().out_active());
+    p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test'/>");
+    BOOST_TEST(p.init.sm().unacked() == 0u);
+    // <enable/> before authentication: <failed/>, stream stays.
+    Receiver r(sm_cfg(receiver_cfg()));
+    receiver_after_tls(r, tls_with({"b.test"}));
+    BOOST_TEST(has(take(r.s), "<sm xmlns='urn:xmpp:sm:3'>"));
+    r.s.on_bytes("<enable xmlns='urn:xmpp:sm:3'/>", 0);
+    BOOST_TEST(has(take(r.s), "<failed xmlns='urn:xmpp:sm:3'><unexpected-request"));
+    BOOST_TEST(!r.host.closed);
+    // <r/> without it: stream error.
+    r.s.on_bytes("<r xmlns='urn:xmpp:sm:3'/>", 0);
+    BOOST_TEST(r.host.closed.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(stream_mgmt_peer_that_never_acks_is_bounded) {
+    SessionConfig ic = sm_cfg(initiator_cfg());
+    ic.max_unacked_bytes = 65536;
+    Pair p(ic, sm_cfg(receiver_cfg()), tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    std::string body(1000, 'x');
+    for (int i = 0; i < 100 && !p.ih.closed; ++i)
+        p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test'><body>" + body + "</body></message>");
+    BOOST_REQUIRE(p.ih.closed);
+    BOOST_TEST(has(p.ih.closed->reason, "not acknowledged"));
+    BOOST_TEST(has(take(p.init), "<resource-constraint"));
+    BOOST_TEST(p.init.take_unacked().size() > 65536u);
+}
