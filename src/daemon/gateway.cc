@@ -392,11 +392,30 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
             if (r.pending == &s) {
                 r.pending = nullptr;
                 ++r.failures;
-                // 1, 2, 4 ... 60 s before a preconnected route tries again.
-                r.retry_at = now_ms() + std::min<TimeMs>(60000, 1000LL << std::min(r.failures - 1, 6));
-                fail_queue(r, info.bounce, info.reason);
+                r.retry_at = now_ms() + backoff(r.failures);
+                // A remote that was reachable and is not (restarting, network
+                // cut): its stanzas wait, up to queue_timeout, for a retry.
+                // First contact failing, or a refusal: bounced at once.
+                if (info.transport && r.sent > 0 && !stopping_ && !r.queue.empty()) {
+                    log::info(kCtx, "{} -> {}: {}; {} stanza(s) wait, retry in {:.1f} s", r.from, r.to, info.reason,
+                              r.queue.size(), static_cast<double>(r.retry_at - now_ms()) / 1000);
+                } else {
+                    fail_queue(r, info.bounce, info.reason);
+                }
             } else if (!r.ready && !r.resolving && !r.waiting_on && !r.queue.empty() && !stopping_) {
                 reevaluate(r); // the carrying stream went away with stanzas waiting
+            }
+        }
+    }
+    if (info.transport && !info.authenticated && s.kind() == StreamKind::OuterOut) {
+        // Routes that waited for this connection to the same server back
+        // off with it instead of each trying the dead address in turn.
+        if (auto w = waiters_.find(s.id()); w != waiters_.end()) {
+            for (const auto& k : w->second) {
+                auto rt = routes_.find(k);
+                if (rt == routes_.end() || rt->second.waiting_on != s.id()) continue;
+                ++rt->second.failures;
+                rt->second.retry_at = now_ms() + backoff(rt->second.failures);
             }
         }
     }
@@ -404,11 +423,17 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     requeue_unacked(s);
 }
 
+TimeMs Gateway::backoff(int failures) {
+    TimeMs d = std::min<TimeMs>(60000, 1000LL << std::clamp(failures - 1, 0, 6));
+    return d / 2 + static_cast<TimeMs>(rng_() % static_cast<std::uint32_t>(d / 2 + 1));
+}
+
 // ------------------------------------------------------------- routing
 
 void Gateway::bind_ready(Route& r, Stream* s) {
     if (r.ready == s) return;
     r.ready = s;
+    if (s) r.failures = 0, r.retry_at = 0;
     if (s) stream_routes_[s->id()].emplace_back(r.from, r.to);
 }
 

@@ -35,6 +35,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <random>
 #include <set>
 #include <memory>
 #include <string>
@@ -128,7 +129,7 @@ private:
         std::deque<Queued> queue;
         std::uint64_t sent = 0;
         int failures = 0;               // consecutive establishment failures
-        TimeMs retry_at = 0;            // preconnect: not before (exponential backoff)
+        TimeMs retry_at = 0;            // no new stream before (exponential backoff with jitter)
         std::uint64_t waiting_on = 0;   // stream id whose multiplexing may carry it soon
     };
     // How a mux stream can serve a domain pair right now.
@@ -255,6 +256,9 @@ private:
     // Route <-> stream links, indexed so a close touches only its routes.
     void bind_ready(Route& r, net::Stream* s);
     void bind_pending(Route& r, net::Stream* s);
+    // Another attempt failed: 1, 2, 4 ... 60 s, each drawn in [d/2, d] so
+    // that routes (and gateways) that failed together do not retry together.
+    TimeMs backoff(int failures);
     void add_local(const std::string& d);
     void remove_local(const std::string& d);
     TimeMs now_ms() const { return static_cast<TimeMs>(uv_now(loop_)); }
@@ -282,6 +286,7 @@ private:
     std::unordered_map<std::string, std::uint64_t> outgoing_by_target_;   // "addr:port" -> outer-out stream id
     std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
     std::uint64_t next_id_ = 1;
+    std::minstd_rand rng_{std::random_device{}()};
     GatewayStats stats_;
     bool stopping_ = false;
     bool handles_ = false; // prepare_/check_/tick_ initialised

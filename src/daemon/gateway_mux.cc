@@ -202,6 +202,9 @@ void Gateway::reevaluate(Route& r) {
     // A pending stream we were waiting for ended without carrying it (not
     // multiplexed, or the peer does not serve that domain): standard S2S.
     if (auto p = r.pending; p && !p->finished()) return;
+    // Backing off after failures: tick() comes back at retry_at; the
+    // stanzas wait (queue_timeout bounds it).
+    if (now_ms() < r.retry_at) return;
     if (!r.resolving) establish(r);
 }
 

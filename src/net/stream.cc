@@ -527,6 +527,7 @@ void Stream::fail_transport(std::string reason, xmpp::StanzaError bounce) {
         info.error = true;
         info.reason = std::move(reason);
         info.bounce = bounce;
+        info.transport = true;
         info.authenticated = !session_->pairs_in().empty() || !session_->pairs_out().empty();
         ctx_.owner->stream_closed(*this, info);
     }

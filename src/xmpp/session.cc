@@ -246,6 +246,15 @@ void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
     last_in_ = now;
     if (state_ == State::Closed || state_ == State::TlsPending) return;
     feed(data, len);
+    // Unrequested <a/> once per read that handled stanzas (XEP-0198 allows
+    // it): the peer forgets them at once, so a crash here leaves it only the
+    // last read's worth to send again (duplicates), not a whole <r/> window.
+    if (sm_.in_active() && sm_.h_in() != sm_acked_h_ && state_ != State::Closed && !sent_close_) sm_ack();
+}
+
+void Session::sm_ack() {
+    append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
+    sm_acked_h_ = sm_.h_in();
 }
 
 void Session::feed(const char* data, std::size_t len) {
@@ -312,6 +321,7 @@ void Session::on_transport_closed(std::string_view why) {
     info.by_peer = true;
     info.error = true;
     info.reason = fmt::format("connection closed: {}", why);
+    info.transport = true;
     finish_close(std::move(info));
 }
 
@@ -341,7 +351,10 @@ void Session::on_timer(TimeMs now) {
         callback("mux-timer");
         mux_->mux_timer(now);
     }
-    if (state_ != State::Closed && !sent_close_ && answer("sm-due", {}, now >= sm_due_)) sm_request();
+    if (state_ != State::Closed && !sent_close_ && answer("sm-due", {}, now >= sm_due_)) {
+        if (sm_.unacked()) sm_request();
+        else sm_due_ = kNever; // acknowledged unasked meanwhile
+    }
     if (state_ != State::Closed && alive_checks()) {
         if (cfg_.dead_peer_ms && mux_enabled_ && now - last_in_ >= cfg_.dead_peer_ms) {
             fail(StreamError::ConnectionTimeout,
@@ -507,7 +520,7 @@ void Session::on_stream_close() {
         info.reason = "stream closed by the peer";
     }
     if (!sent_close_) {
-        if (sm_.in_active()) append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
+        if (sm_.in_active()) sm_ack();
         append("</stream:stream>");
         sent_close_ = true;
     }
@@ -930,7 +943,7 @@ void Session::recv_sm(const xml::Node& el) {
             fail(StreamError::UnsupportedStanzaType, "<r/> without stream management enabled");
             return;
         }
-        append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
+        sm_ack();
     } else if (el.name == "a") {
         std::string_view hs = el.attr("h");
         std::uint64_t h = 0;
@@ -1068,7 +1081,7 @@ void Session::close() {
     if (state_ == State::Closed) return;
     if (header_sent_ && !sent_close_) {
         // The peer can forget what we handled before it sees the end.
-        if (sm_.in_active()) append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
+        if (sm_.in_active()) sm_ack();
         append("</stream:stream>");
         sent_close_ = true;
     }

@@ -142,6 +142,9 @@ struct CloseInfo {
     bool by_peer = false;        // the peer closed (stream end, stream error or EOF)
     bool authenticated = false;  // had reached an authenticated state
     std::string reason;          // human-readable, for logs and bounce texts
+    // The connection failed or was lost (connect, reset, EOF, TLS), as
+    // opposed to a refusal by the peer: worth trying again.
+    bool transport = false;
     // Condition to bounce queued stanzas with when the stream never carried them.
     StanzaError bounce = StanzaError::RemoteServerTimeout;
 };
@@ -339,6 +342,7 @@ private:
     void sm_enable();             // initiator, when the peer offered it
     void sm_sent(std::size_t at); // the stanza from out_[at] on was just sent
     void sm_request();            // <r/>
+    void sm_ack();                // <a h='…'/>
     bool mux_possible() const;
     void add_pair_in(std::string_view from, std::string_view to, AuthMethod m);
     void add_pair_out(std::string_view from, std::string_view to, AuthMethod m);
@@ -373,6 +377,7 @@ private:
     bool mux_offered_ = false;        // receiver: <mux/> in the last features
     bool sm_offered_ = false;         // receiver: we offered <sm/>; initiator: the peer did
     StreamMgmt sm_;
+    std::uint32_t sm_acked_h_ = 0;    // the h of our last <a/>
     TimeMs sm_due_ = kNever;          // when to send <r/> for the stanzas sent since the last one
     bool mux_enabled_ = false;
     MuxHandler* mux_ = nullptr;

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "fuzz_common.h"
 #include "mux/mux_session.h"
+#include "xml/fragments.h"
 #include "xmpp/session.h"
 
 #include <cstddef>
@@ -169,6 +170,11 @@ SessionConfig session_config(std::uint8_t cfg) {
     // Each 't' event (11 s) is past both: keepalives and dead-peer closes happen.
     c.keepalive_ms = 5000;
     c.dead_peer_ms = 20000;
+    // Stream management whenever the peer offers or asks; a small bound on
+    // what is kept, so the fuzzer reaches it.
+    c.stream_mgmt = true;
+    c.ack_delay_ms = 3000;
+    c.max_unacked_bytes = 2048;
     return c;
 }
 
@@ -257,6 +263,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         flush();
     }
+
+    // What stream management kept is exactly the stanzas we sent, readable
+    // again (the daemon requeues them after a break).
+    std::size_t kept = s.sm().unacked();
+    std::string unacked = s.take_unacked();
+    std::size_t parsed = 0;
+    std::string err;
+    FUZZ_CHECK(xml::for_each_element(unacked, [&](const xml::Node&) { ++parsed; }, &err), "unacked unreadable:", err);
+    FUZZ_CHECK(parsed == kept, "unacked count differs:", std::to_string(parsed), std::to_string(kept));
 
     if (host.closed) {
         const CloseInfo& info = *host.closed;

@@ -708,3 +708,17 @@ BOOST_AUTO_TEST_CASE(man_page_example_parses) {
     BOOST_TEST(r->routes.size() == 2u);
     BOOST_TEST(r->outer_tls.has_value());
 }
+
+BOOST_AUTO_TEST_CASE(stream_management_section) {
+    auto d = parse(kMinimal);
+    REQUIRE_OK(d);
+    BOOST_TEST(d->sm_enabled);
+    BOOST_TEST(d->sm_max_unacked_bytes == 64u << 20);
+    auto r = parse(kMinimal + "[stream_management]\nenabled = false\nmax_unacked_bytes = 1048576\n");
+    REQUIRE_OK(r);
+    BOOST_TEST(!r->sm_enabled);
+    BOOST_TEST(r->sm_max_unacked_bytes == 1048576u);
+    CHECK_CONTAINS(error_of(parse(kMinimal + "[stream_management]\nmax_unacked_bytes = 100\n")),
+                   "[stream_management] max_unacked_bytes");
+    CHECK_CONTAINS(error_of(parse(kMinimal + "[stream_management]\nresume = true\n")), "resume");
+}
