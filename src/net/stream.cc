@@ -486,8 +486,8 @@ void Stream::write_cb(uv_write_t* req, int status) {
         return;
     }
     if (!s->wpending_.empty()) s->write_now();
-    else if (s->close_after_flush_) return s->shutdown("closed");
-    s->drained();
+    else if (s->close_after_flush_) s->shutdown("closed");
+    s->drained(); // a no-op once closing
 }
 
 // -------------------------------------------------------------- backpressure
