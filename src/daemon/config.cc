@@ -529,7 +529,8 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "limits");
     if (!sec) return;
     r.check_keys(*sec, {"max_stanza_bytes", "max_depth", "max_attrs", "max_queue_stanzas", "connect_timeout",
-                        "auth_timeout", "queue_timeout", "drain_timeout", "keepalive", "dead_peer_timeout"});
+                        "auth_timeout", "queue_timeout", "drain_timeout", "keepalive", "dead_peer_timeout",
+                        "stream_write_buffer", "max_buffered_bytes"});
     if (auto v = r.get_int(*sec, "max_stanza_bytes", 10000, 64 * 1024 * 1024, "bytes"))
         c.max_stanza_bytes = static_cast<std::size_t>(*v);
     if (auto v = r.get_int(*sec, "max_depth", 4, 1000)) c.max_depth = static_cast<unsigned>(*v);
@@ -548,6 +549,14 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
         c.keepalive_ms = static_cast<std::uint32_t>(*v * 1000);
     if (auto v = r.get_int(*sec, "dead_peer_timeout", 0, 86400, "seconds"))
         c.dead_peer_ms = static_cast<std::uint32_t>(*v * 1000);
+    if (auto v = r.get_int(*sec, "stream_write_buffer", 16 * 1024, 1024 * 1024 * 1024, "bytes"))
+        c.stream_write_buffer = static_cast<std::size_t>(*v);
+    if (auto v = r.get_int(*sec, "max_buffered_bytes", 64 * 1024, 16LL * 1024 * 1024 * 1024, "bytes"))
+        c.max_buffered_bytes = static_cast<std::size_t>(*v);
+    if (c.max_buffered_bytes < c.stream_write_buffer)
+        r.fail(*sec, "max_buffered_bytes",
+               std::to_string(c.max_buffered_bytes) + " is below stream_write_buffer (" +
+                   std::to_string(c.stream_write_buffer) + "): one stream alone would pause every other");
 }
 
 void read_stream_management(const Reader& r, const toml::table& root, Config& c) {

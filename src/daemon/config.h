@@ -91,6 +91,8 @@ struct Config {
     std::uint32_t drain_timeout_ms = 10000;   // SIGTERM: time for queues to empty before closing
     std::uint32_t keepalive_ms = 60000;       // whitespace on an authenticated stream idle this long (0: never)
     std::uint32_t dead_peer_ms = 180000;      // mux stream silent this long: closed (0: never)
+    std::size_t stream_write_buffer = 1024 * 1024;     // unsent output of one stream that pauses its sources
+    std::size_t max_buffered_bytes = 64 * 1024 * 1024; // the same over all streams: pauses every source
 
     // [stream_management]: XEP-0198 acks on remote streams and toward the
     // local server, so that a broken stream's undelivered stanzas are known

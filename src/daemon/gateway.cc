@@ -37,6 +37,7 @@ Gateway::Gateway(uv_loop_t* loop, Config cfg) : loop_(loop), cfg_(std::move(cfg)
     ctx_.certs = &certs_;
     ctx_.trust = &trust_;
     ctx_.owner = this;
+    apply_buffer_limits();
 }
 
 Gateway::~Gateway() = default;
@@ -344,7 +345,9 @@ void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRo
         ++stats_.stanzas_dropped;
         return;
     }
+    Stream* outer = std::exchange(current_source_, &s);
     deliver(r.from_domain, r.to_domain, &el, {}, r.head);
+    current_source_ = outer;
 }
 
 void Gateway::stream_opened(Stream& s) {
@@ -474,7 +477,9 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
         else sess.send_stanza_raw(raw);
         ++r.sent;
         ++stats_.stanzas_routed;
-        if (sess.out().size() >= kEarlyFlushBytes) r.ready->write_pending();
+        Stream* dest = r.ready; // still allocated if the write below fails and unbinds it
+        if (sess.out().size() >= kEarlyFlushBytes) dest->write_pending();
+        dest->fed_by(current_source_);
         return;
     }
     if (stopping_) {
@@ -489,6 +494,7 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
     enqueue(r, el, raw, head);
     if (r.ready) flush_queue(r);
     else if (!r.pending && !r.resolving && !r.waiting_on) reevaluate(r);
+    queue_grew(r);
 }
 
 void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) {
@@ -562,6 +568,7 @@ void Gateway::flush_queue(Route& r) {
         ++r.sent;
         ++stats_.stanzas_routed;
     }
+    queue_shrunk(r);
 }
 
 void Gateway::fail_queue(Route& r, StanzaError cond, const std::string& reason) {
@@ -569,6 +576,7 @@ void Gateway::fail_queue(Route& r, StanzaError cond, const std::string& reason) 
     log::warn(kCtx, "{} -> {}: bouncing {} queued stanza(s): {}", r.from, r.to, r.queue.size(), reason);
     std::deque<Queued> q;
     q.swap(r.queue);
+    queue_shrunk(r);
     for (const Queued& s : q) {
         xmpp::StanzaHead h{s.name, s.from, s.to, s.id, s.type};
         std::string_view payload;

@@ -131,6 +131,7 @@ private:
         int failures = 0;               // consecutive establishment failures
         TimeMs retry_at = 0;            // no new stream before (exponential backoff with jitter)
         std::uint64_t waiting_on = 0;   // stream id whose multiplexing may carry it soon
+        std::uint64_t hold_id = 0;      // backpressure: its id as a destination (0: none yet)
     };
     // How a mux stream can serve a domain pair right now.
     struct MuxVerdict {
@@ -246,6 +247,11 @@ private:
     void reevaluate_waiters(std::uint64_t stream_id);
     void connect_route(const xmpp::DomainPair& key, std::vector<route::Target> targets);
     void flush_queue(Route& r);
+    // Backpressure (gateway_backpressure.cc).
+    void apply_buffer_limits();
+    std::size_t queue_pause_mark() const;
+    void queue_grew(Route& r);   // after a delivery that queued
+    void queue_shrunk(Route& r); // after stanzas left the queue
     void fail_queue(Route& r, xmpp::StanzaError cond, const std::string& reason);
     void bounce(const xmpp::StanzaHead& head, xmpp::StanzaError cond, std::string_view text,
                 std::string_view payload = {}, std::optional<bool> to_local_server = {});
@@ -288,6 +294,7 @@ private:
     std::uint64_t next_id_ = 1;
     std::minstd_rand rng_{std::random_device{}()};
     GatewayStats stats_;
+    net::Stream* current_source_ = nullptr; // whose stanza is being delivered (backpressure)
     bool stopping_ = false;
     bool handles_ = false; // prepare_/check_/tick_ initialised
     std::unique_ptr<admin::Server> admin_;

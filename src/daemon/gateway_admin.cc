@@ -105,6 +105,9 @@ void Gateway::stats(admin::Done done) {
     t.add({"streams.mux", std::to_string(muxes_.size())});
     t.add({"streams.accepted_total", std::to_string(stats_.streams_accepted)});
     t.add({"streams.connected_total", std::to_string(stats_.streams_connected)});
+    t.add({"streams.paused", std::to_string(ctx_.pauses.paused_count())});
+    t.add({"streams.pauses_total", std::to_string(ctx_.pauses.episodes())});
+    t.add({"buffers.bytes", std::to_string(ctx_.buffered)});
     t.add({"domains.local", std::to_string(local_domains_.size())});
     const std::size_t queued_now = queued_stanzas(), in_flight = in_flight_stanzas();
     t.add({"stanzas.accepted", std::to_string(stats_.stanzas_accepted)});

@@ -82,6 +82,15 @@ std::string Gateway::metrics_text() const {
         w.sample({{"kind", kind_name(k)}, {"direction", "in"}}, ctx_.totals[k].bytes_in);
         w.sample({{"kind", kind_name(k)}, {"direction", "out"}}, ctx_.totals[k].bytes_out);
     }
+    w.family("s2smux_buffered_bytes", Type::Gauge,
+             "Output written to streams and not yet on the wire, all streams together (backpressure).")
+        .sample({}, ctx_.buffered);
+    w.family("s2smux_streams_paused", Type::Gauge,
+             "Streams not being read because what they deliver to is full (backpressure).")
+        .sample({}, ctx_.pauses.paused_count());
+    w.family("s2smux_stream_pauses_total", Type::Counter,
+             "Times a stream stopped being read because what it delivers to was full (backpressure).")
+        .sample({}, ctx_.pauses.episodes());
     w.family("s2smux_tls_handshakes_total", Type::Counter,
              "TLS handshakes completed (ok) or failed (error, timeout, or the connection ended first), by stream kind.");
     for (std::size_t k = 0; k < net::kStreamKinds; ++k) {

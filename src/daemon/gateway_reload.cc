@@ -205,6 +205,8 @@ void Gateway::apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert
     diff(nc.queue_timeout_ms != cfg_.queue_timeout_ms, "queue_timeout");
     diff(nc.keepalive_ms != cfg_.keepalive_ms, "keepalive");
     diff(nc.dead_peer_ms != cfg_.dead_peer_ms, "dead_peer_timeout");
+    diff(nc.stream_write_buffer != cfg_.stream_write_buffer, "stream_write_buffer");
+    diff(nc.max_buffered_bytes != cfg_.max_buffered_bytes, "max_buffered_bytes");
     diff(nc.policy != cfg_.policy, "[tls] policy");
     diff(nc.upstream_tls != cfg_.upstream_tls, "[upstream] tls");
     diff(ep(nc.upstream) != ep(cfg_.upstream), "[upstream] address");
@@ -221,6 +223,7 @@ void Gateway::apply_config(Config nc, std::vector<std::shared_ptr<tls::LocalCert
     for (auto& l : apply_route_captures(cfg_.routes, nc.routes)) note(std::move(l));
 
     cfg_ = std::move(nc);
+    apply_buffer_limits(); // paused sources go on at the next write of what holds them
     xml::Limits lim = session_config(net::StreamKind::OuterIn).limits;
     for (auto& [id, s] : streams_) s->session().set_limits(lim);
     for (auto& [id, p] : muxes_) p->mux->set_limits(mux_limits());

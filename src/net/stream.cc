@@ -221,7 +221,25 @@ void Stream::on_connected(uv_tcp_t* tcp) {
 // ---------------------------------------------------------------- reading
 
 void Stream::start_reading() {
+    if (read_paused_) return;
     uv_read_start(reinterpret_cast<uv_stream_t*>(tcp_), alloc_cb, read_cb);
+}
+
+// Stopping reads is enough, also under TLS: every record of the last read
+// was decrypted and handed to the session already (a partial one waits in
+// the channel), so nothing is lost and nothing more comes in until resumed.
+void Stream::pause_reading() {
+    if (read_paused_) return;
+    read_paused_ = true;
+    log::debug(session_->log_context(), "reading paused (backpressure)");
+    if (tcp_ && !closing_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_));
+}
+
+void Stream::resume_reading() {
+    if (!read_paused_) return;
+    read_paused_ = false;
+    log::debug(session_->log_context(), "reading resumed");
+    if (tcp_ && !closing_) start_reading();
 }
 
 void Stream::alloc_cb(uv_handle_t*, std::size_t, uv_buf_t* buf) {
@@ -422,6 +440,7 @@ void Stream::write_pending() {
         tls_->outbound().clear();
     }
     write_now();
+    drained();
     if (close_after_flush_ && !writing_ && wpending_.empty()) shutdown("closed");
 }
 
@@ -468,6 +487,49 @@ void Stream::write_cb(uv_write_t* req, int status) {
     }
     if (!s->wpending_.empty()) s->write_now();
     else if (s->close_after_flush_) s->shutdown("closed");
+    s->drained(); // a no-op once closing
+}
+
+// -------------------------------------------------------------- backpressure
+
+std::size_t Stream::pending_output() const {
+    return session_->out().size() + wpending_.size() + winflight_.size() + (tls_ ? tls_->outbound().size() : 0);
+}
+
+std::size_t Stream::account() {
+    std::size_t pending = pending_output();
+    ctx_.buffered = ctx_.buffered - accounted_ + pending;
+    accounted_ = pending;
+    return pending;
+}
+
+void Stream::release_global_if_low() {
+    if (ctx_.buffered <= ctx_.limits.global_low() && ctx_.pauses.holding(kGlobalHold))
+        ctx_.pauses.release(kGlobalHold);
+}
+
+void Stream::fed_by(Stream* source) {
+    if (closing_) return;
+    std::size_t pending = account();
+    if (!source || finished_ || source->finished_ || source->closing_) return;
+    if (pending > ctx_.limits.high) ctx_.pauses.hold(id_, source->id_, *source);
+    if (ctx_.buffered > ctx_.limits.global_high) ctx_.pauses.hold(kGlobalHold, source->id_, *source);
+}
+
+void Stream::drained() {
+    if (closing_) return;
+    if (account() <= ctx_.limits.low() && ctx_.pauses.holding(id_)) ctx_.pauses.release(id_);
+    release_global_if_low();
+}
+
+// The sources this stream held read again; nothing holds it any more (a
+// finished session delivers nothing). Once closing, its output is gone too.
+void Stream::leave_backpressure() {
+    ctx_.pauses.forget(id_);
+    if (!closing_) return;
+    ctx_.buffered -= accounted_;
+    accounted_ = 0;
+    release_global_if_low();
 }
 
 // ------------------------------------------------------------------ timers
@@ -513,6 +575,9 @@ void Stream::on_timer() {
         arm_timer();
         return;
     }
+    // The peer's silence is ours while we do not read: keep the session's
+    // dead-peer clock from running out (an empty input, so it is captured).
+    if (read_paused_ && !finished_) session_->on_bytes("", 0, now);
     session_->on_timer(now);
     arm_timer();
 }
@@ -529,6 +594,7 @@ void Stream::fail_transport(std::string reason, xmpp::StanzaError bounce) {
         info.bounce = bounce;
         info.transport = true;
         info.authenticated = !session_->pairs_in().empty() || !session_->pairs_out().empty();
+        leave_backpressure();
         ctx_.owner->stream_closed(*this, info);
     }
     shutdown("failed");
@@ -537,6 +603,7 @@ void Stream::fail_transport(std::string reason, xmpp::StanzaError bounce) {
 void Stream::session_closed(const xmpp::CloseInfo& info) {
     if (finished_) return;
     finished_ = true;
+    leave_backpressure();
     ctx_.owner->stream_closed(*this, info);
     close_after_flush_ = true;
     close_deadline_ = uv_now(ctx_.loop) + kCloseGraceMs;
@@ -560,6 +627,7 @@ void Stream::shutdown(std::string_view why) {
         if (it != ctx_.dirty.end()) ctx_.dirty.erase(it);
         in_dirty_ = false;
     }
+    leave_backpressure();
     if (tcp_) {
         uv_close(reinterpret_cast<uv_handle_t*>(tcp_), tcp_close_cb);
         tcp_ = nullptr;

@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/metrics.h"
+#include "net/backpressure.h"
 #include "route/resolver.h"
 #include "tls/channel.h"
 #include "tls/trust.h"
@@ -85,6 +86,11 @@ struct Context {
     std::vector<Stream*> dirty; // streams with output to flush
     std::array<KindTotals, kStreamKinds> totals{}; // by index(StreamKind)
     metrics::Histogram tls_verify; // peer certificate chain verification on the thread pool
+    // Backpressure (net/backpressure.h): who paused whom, the marks, and the
+    // pending output of all streams as of their last write or delivery.
+    PauseRegistry pauses;
+    BufferLimits limits;
+    std::size_t buffered = 0;
 };
 
 struct StreamStats {
@@ -92,7 +98,7 @@ struct StreamStats {
     std::uint64_t stanzas_out = 0;
 };
 
-class Stream final : public xmpp::SessionHost {
+class Stream final : public xmpp::SessionHost, public Pausable {
 public:
     // Incoming: accepts from `server`. direct_tls: TLS from the first byte (XEP-0368).
     static Stream* accept(Context& ctx, uv_stream_t* server, StreamKind kind, bool direct_tls,
@@ -119,6 +125,17 @@ public:
 
     // Bytes queued toward the socket (backpressure figure).
     std::size_t write_backlog() const { return wpending_.size() + winflight_.size(); }
+    // Everything written to this stream and not yet on the wire.
+    std::size_t pending_output() const;
+    // Backpressure: call after giving this stream output that `source` (may
+    // be null) produced. Above this stream's high mark, or all streams'
+    // above the global cap, `source` stops reading until it drains.
+    void fed_by(Stream* source);
+    // Pausable: reading stops / starts again (the registry decides; a
+    // stream paused for several reasons reads once all are gone).
+    void pause_reading() override;
+    void resume_reading() override;
+    bool reading_paused() const { return read_paused_; }
 
     // A tap on the session, owned by the stream (a capture,
     // daemon/captures.h): freed with the stream, after its last byte, or
@@ -160,6 +177,10 @@ private:
     void fail_transport(std::string reason, xmpp::StanzaError bounce);
     void count_tls(bool ok);
     void unref();
+    std::size_t account(); // pending_output(), brought into ctx_.buffered
+    void release_global_if_low();
+    void drained(); // after write progress: releases what this stream held
+    void leave_backpressure(); // finished or closing
     void set_log_context();
 
     static void alloc_cb(uv_handle_t*, std::size_t, uv_buf_t* buf);
@@ -194,6 +215,8 @@ private:
     bool started_ = false;          // session_->start() called
     bool start_pending_ = false;    // outgoing: first connect attempt not yet made
     bool tls_counted_ = false;      // handshake outcome counted in ctx_.totals
+    bool read_paused_ = false;      // backpressure: uv_read_stop'ed
+    std::size_t accounted_ = 0;     // this stream's share of ctx_.buffered
     TimeMs timer_due_ = kNever;
     TimeMs close_deadline_ = kNever;
 

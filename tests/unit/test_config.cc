@@ -135,6 +135,8 @@ max_queue_stanzas = 500
 connect_timeout = 5
 auth_timeout = 6
 queue_timeout = 7
+stream_write_buffer = 65536
+max_buffered_bytes = 1048576
 
 [log]
 level = "debug"
@@ -200,6 +202,8 @@ file = "log/s2smux.log"
     BOOST_TEST(c.connect_timeout_ms == 5000u);
     BOOST_TEST(c.auth_timeout_ms == 6000u);
     BOOST_TEST(c.queue_timeout_ms == 7000u);
+    BOOST_TEST(c.stream_write_buffer == 65536u);
+    BOOST_TEST(c.max_buffered_bytes == 1048576u);
 
     BOOST_TEST(c.log_level == "debug");
     BOOST_TEST(c.log_file == (d.path / "log/s2smux.log").string());
@@ -229,6 +233,8 @@ BOOST_AUTO_TEST_CASE(defaults) {
     BOOST_TEST(c.connect_timeout_ms == 30000u);
     BOOST_TEST(c.auth_timeout_ms == 30000u);
     BOOST_TEST(c.queue_timeout_ms == 60000u);
+    BOOST_TEST(c.stream_write_buffer == 1024u * 1024u);
+    BOOST_TEST(c.max_buffered_bytes == 64u * 1024u * 1024u);
     BOOST_TEST(c.log_level == "info");
     BOOST_TEST(c.log_file.empty());
 }
@@ -612,6 +618,13 @@ BOOST_AUTO_TEST_CASE(limits_ranges) {
                "a.toml: [limits] max_queue_stanzas: 0 is out of range (expected 1 to 10000000)");
     BOOST_TEST(error_of(parse(kMinimal + "[limits]\nmax_attrs = 100000\n")) ==
                "a.toml: [limits] max_attrs: 100000 is out of range (expected 8 to 10000)");
+    BOOST_TEST(error_of(parse(kMinimal + "[limits]\nstream_write_buffer = 1000\n")) ==
+               "a.toml: [limits] stream_write_buffer: 1000 is out of range (expected 16384 to 1073741824 bytes)");
+    BOOST_TEST(error_of(parse(kMinimal + "[limits]\nmax_buffered_bytes = 0\n")) ==
+               "a.toml: [limits] max_buffered_bytes: 0 is out of range (expected 65536 to 17179869184 bytes)");
+    BOOST_TEST(error_of(parse(kMinimal + "[limits]\nstream_write_buffer = 2097152\nmax_buffered_bytes = 1048576\n")) ==
+               "a.toml: [limits] max_buffered_bytes: 1048576 is below stream_write_buffer (2097152): one stream "
+               "alone would pause every other");
     BOOST_TEST(error_of(parse(kMinimal + "[limits]\nauth_timeout = 0\n")) ==
                "a.toml: [limits] auth_timeout: 0 is out of range (expected 1 to 3600 seconds)");
 }
