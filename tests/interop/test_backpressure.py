@@ -60,7 +60,7 @@ def stats(gw) -> dict:
     out = {}
     for line in gw.ctl_ok("stats"):
         parts = line.split()
-        if len(parts) == 2:
+        if len(parts) == 2 and parts[1].isdigit():  # counters (not e.g. "accounting ok")
             out[parts[0]] = int(parts[1])
     return out
 
