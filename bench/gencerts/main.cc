@@ -1,11 +1,14 @@
 // s2smux-gencerts: many domain certificates, fast, for benchmarks.
 //
 //   s2smux-gencerts --out DIR --count N [--suffix bench.test] [--prefix d] [--also NAME]...
+//                   [--also-short NAME SECONDS]...
 //
 // Writes DIR/ca.pem, DIR/<prefix><i>.<suffix>.pem and .key (ECDSA P-256,
 // dNSName + SRVName, CN = the domain so every subject differs), and
 // DIR/domains.toml: a TOML fragment with `domains = [...]` under
 // [gateway] and one [[cert]] per domain, for an s2smuxd configuration.
+// --also-short: like --also, but the certificate expires SECONDS from now
+// (the fault suite's certificate-expiry scenario, tools/load/fault_run.cc).
 // TEST ONLY: the CA key never leaves memory, the leaf keys are unencrypted.
 #include "tests/support/test_certs.h"
 
@@ -26,7 +29,8 @@ bool write_file(const std::string& path, const std::string& data) {
 }
 
 int usage() {
-    std::fputs("usage: s2smux-gencerts --out DIR --count N [--suffix bench.test] [--prefix d] [--also NAME]...\n", stderr);
+    std::fputs("usage: s2smux-gencerts --out DIR --count N [--suffix bench.test] [--prefix d] [--also NAME]...\n"
+               "                       [--also-short NAME SECONDS]...\n", stderr);
     return 2;
 }
 
@@ -35,6 +39,7 @@ int usage() {
 int main(int argc, char** argv) {
     std::string out, suffix = "bench.test", prefix = "d";
     std::vector<std::string> also; // extra single certificates (not listed in domains.toml)
+    std::vector<std::pair<std::string, long>> also_short; // the same, expiring SECONDS from now
     long count = 0;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -43,6 +48,10 @@ int main(int argc, char** argv) {
         else if (a == "--suffix" && i + 1 < argc) suffix = argv[++i];
         else if (a == "--prefix" && i + 1 < argc) prefix = argv[++i];
         else if (a == "--also" && i + 1 < argc) also.push_back(argv[++i]);
+        else if (a == "--also-short" && i + 2 < argc) {
+            std::string name = argv[++i];
+            also_short.emplace_back(name, std::strtol(argv[++i], nullptr, 10));
+        }
         else return usage();
     }
     if (out.empty() || count <= 0) return usage();
@@ -55,6 +64,13 @@ int main(int argc, char** argv) {
     for (const auto& d : also) {
         auto spec = s2smux::test::xmpp_server(d);
         spec.cn = d;
+        auto c = ca.issue(spec);
+        if (!write_file(out + "/" + d + ".pem", c.chain_pem) || !write_file(out + "/" + d + ".key", c.key_pem)) return 1;
+    }
+    for (const auto& [d, secs] : also_short) {
+        auto spec = s2smux::test::xmpp_server(d);
+        spec.cn = d;
+        spec.not_after = s2smux::test::now() + secs;
         auto c = ca.issue(spec);
         if (!write_file(out + "/" + d + ".pem", c.chain_pem) || !write_file(out + "/" + d + ".key", c.key_pem)) return 1;
     }

@@ -229,6 +229,24 @@ void GatewayProcess::kill_now() {
     if (running()) ::kill(pid_, SIGKILL);
 }
 
+bool reap_gateways(GatewayProcess& a, GatewayProcess& b, double waited_s, double timeout_s, std::string& error) {
+    auto exited = [](GatewayProcess& g) { return g.pid() <= 0 || g.poll_exit(); };
+    if (!exited(a) || !exited(b)) {
+        if (waited_s < timeout_s) return false;
+        for (GatewayProcess* g : {&a, &b}) {
+            if (exited(*g)) continue;
+            g->kill_now();
+            if (error.empty()) error = fmt::format("{} did not exit within {:.0f} s of SIGTERM", g->name(), timeout_s);
+            while (!g->poll_exit()) sleep_ms(10);
+        }
+    }
+    if (error.empty())
+        for (GatewayProcess* g : {&a, &b})
+            if (!g->exited_cleanly())
+                error = fmt::format("{} did not shut down cleanly on SIGTERM: {}", g->name(), g->exit_text());
+    return true;
+}
+
 std::string GatewayProcess::log_tail(std::size_t bytes) const {
     std::ifstream f(log_path_, std::ios::binary);
     std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -79,6 +79,11 @@ private:
     std::string name_ = "s2smuxd";
 };
 
+// The end of a run with two gateways, after SIGTERM, called until it returns
+// true: once both have exited (SIGKILL after `timeout_s`, with a note in
+// `error`); then `error` (if still empty) says which one did not exit 0.
+bool reap_gateways(GatewayProcess& a, GatewayProcess& b, double waited_s, double timeout_s, std::string& error);
+
 // A TOML basic string: "..." with " and \\ escaped.
 std::string toml_str(const std::string& s);
 

@@ -7,7 +7,9 @@
 #include "s2smux_version.h"
 #include "tls/channel.h"
 #include "tools/load/bench.h"
+#include "tools/load/fault_suite.h"
 #include "tools/load/mux_bench.h"
+#include "tools/load/proc_util.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -61,7 +63,8 @@ void usage(std::FILE* f) {
         "idle (traffic, no adds), adds (N `cert add` pipelined to A's admin socket,\n"
         "until the N-th answer), after (traffic, no adds). Latency per phase in which\n"
         "each stanza was sent; the ratio adds p99 / idle p99.\n"
-        "  --topology T      hop (default: one s2smuxd, as above) or mux\n"
+        "  --topology T      hop (default: one s2smuxd, as above), mux, or faults (the fault\n"
+        "                    suite on the mux topology: --topology faults --help)\n"
         "  --adds N          domains d1..dN.bench.test added during the add phase (default 1000)\n"
         "  --add-conns K     admin connections the adds are spread over (default 1: one\n"
         "                    pipelined connection; the daemon runs them one at a time)\n"
@@ -102,18 +105,6 @@ std::string exe_dir() {
     std::error_code ec;
     auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
     return ec ? std::string(".") : p.parent_path().string();
-}
-
-std::string json_num(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : "null"; }
-
-std::string json_str(std::string_view s) {
-    std::string o = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') o += '\\', o += c;
-        else if (static_cast<unsigned char>(c) < 0x20) o += fmt::format("\\u{:04x}", c);
-        else o += c;
-    }
-    return o + "\"";
 }
 
 double rate(double n, double secs) { return secs > 0 ? n / secs : 0; }
@@ -263,6 +254,10 @@ int report_mux(const MuxOptions& o, const MuxResult& r, bool timeline, bool asci
 } // namespace
 
 int main(int argc, char** argv) {
+    // The fault suite has options of its own (tools/load/fault_suite.cc).
+    for (int i = 1; i + 1 < argc; ++i)
+        if (std::string_view(argv[i]) == "--topology" && std::string_view(argv[i + 1]) == "faults")
+            return fault_suite_main(argc, argv, exe_dir());
     BenchOptions o;
     bool quick = false, keep = false, verbose = false, ascii = false;
     std::optional<std::uint64_t> stanzas, window, warmup;
@@ -374,7 +369,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (topology != "hop" && topology != "mux") {
-        std::fprintf(stderr, "s2smux-load: --topology: '%s' is not one of hop, mux\n", topology.c_str());
+        std::fprintf(stderr, "s2smux-load: --topology: '%s' is not one of hop, mux, faults\n", topology.c_str());
         return 2;
     }
     const bool mux = topology == "mux";

@@ -1,6 +1,7 @@
 #include "tools/load/mux_bench.h"
 
 #include "common/log.h"
+#include "tools/load/proc_util.h"
 
 #include <fcntl.h>
 #include <dirent.h>
@@ -50,70 +51,9 @@ double pct_ms(const std::vector<std::uint64_t>& sorted, double q) {
 
 double secs(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 
-std::map<std::string, std::uint64_t> parse_stats(const admin::Reply& r) {
-    std::map<std::string, std::uint64_t> m;
-    for (const auto& line : r.lines) {
-        std::istringstream is(line);
-        std::string k, v;
-        if (is >> k >> v && !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; })) m[k] = std::stoull(v);
-    }
-    return m;
-}
-
-std::uint64_t stat_of(const std::map<std::string, std::uint64_t>& m, const char* k) {
-    auto it = m.find(k);
-    return it == m.end() ? 0 : it->second;
-}
-
 const char* phase_name(int k) {
     static const char* names[] = {"idle", "adds", "after"};
     return k >= 0 && k < 3 ? names[k] : "-";
-}
-
-// Runs argv, output to `log`, waits. Empty string: success.
-std::string run_program(const std::vector<std::string>& argv, const std::string& log) {
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) return fmt::format("fork: {}", std::strerror(errno));
-    if (pid == 0) {
-        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-            ::close(fd);
-        }
-        std::vector<char*> a;
-        for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-        a.push_back(nullptr);
-        ::execv(a[0], a.data());
-        std::fprintf(stderr, "exec %s: %s\n", a[0], std::strerror(errno));
-        ::_exit(127);
-    }
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return {};
-    return fmt::format("{} failed ({}); see {}", argv[0],
-                       WIFEXITED(st) ? fmt::format("exit status {}", WEXITSTATUS(st))
-                                     : fmt::format("signal {}", WTERMSIG(st)),
-                       log);
-}
-
-std::uint64_t rss_kb(pid_t pid) {
-    auto st = read_proc_stats(pid);
-    return st ? st->rss_kb : 0;
-}
-
-std::string tail_of(const std::string& path, std::size_t bytes = 3000) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) return {};
-    std::string s;
-    char buf[8192];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-    std::fclose(f);
-    if (s.size() > bytes) s.erase(0, s.size() - bytes);
-    return s;
 }
 
 } // namespace
@@ -775,22 +715,9 @@ void MuxBench::tick() {
         term_sent_ = true;
     }
     if (!term_sent_) return;
-    auto exited = [](GatewayProcess& g) { return g.pid() <= 0 || g.poll_exit(); };
-    if (!exited(ga_) || !exited(gb_)) {
-        if (waited < kDrainTimeoutS) return;
-        for (GatewayProcess* g : {&ga_, &gb_}) {
-            if (exited(*g)) continue;
-            g->kill_now();
-            if (res_.error.empty()) res_.error = fmt::format("{} did not exit within 10 s of SIGTERM", g->name());
-            while (!g->poll_exit()) uv_sleep(10);
-        }
-    }
+    if (!reap_gateways(ga_, gb_, waited, kDrainTimeoutS, res_.error)) return;
     res_.a_exit = ga_.exit_text();
     res_.b_exit = gb_.exit_text();
-    if (res_.error.empty())
-        for (GatewayProcess* g : {&ga_, &gb_})
-            if (!g->exited_cleanly())
-                res_.error = fmt::format("{} did not shut down cleanly on SIGTERM: {}", g->name(), g->exit_text());
     if ((gen_ || !sinks_.empty() || !verifies_.empty()) && waited < kDrainTimeoutS) return;
     teardown();
 }
