@@ -111,6 +111,11 @@ std::vector<std::string> encode_config(const xmpp::SessionConfig& c) {
     t.push_back(kvb("stream_mgmt", c.stream_mgmt));
     t.push_back(kv("ack_delay_ms", std::uint64_t(c.ack_delay_ms)));
     t.push_back(kv("max_unacked_bytes", std::uint64_t(c.max_unacked_bytes)));
+    t.push_back(kv("resume_max_s", std::uint64_t(c.resume_max_s)));
+    if (!c.resume_previd.empty()) {
+        t.push_back(kv("resume_previd", c.resume_previd));
+        t.push_back(kv("resume_h", std::uint64_t(c.resume_h)));
+    }
     return t;
 }
 
@@ -147,6 +152,9 @@ Result<xmpp::SessionConfig> decode_config(const std::vector<std::string>& tokens
     c.stream_mgmt = r.flag("stream_mgmt", c.stream_mgmt);
     c.ack_delay_ms = r.num<TimeMs>("ack_delay_ms", c.ack_delay_ms);
     c.max_unacked_bytes = r.num<std::size_t>("max_unacked_bytes", c.max_unacked_bytes);
+    c.resume_max_s = r.num<std::uint32_t>("resume_max_s", c.resume_max_s);
+    c.resume_previd = r.str("resume_previd");
+    c.resume_h = r.num<std::uint32_t>("resume_h", c.resume_h);
     if (!r.err.empty()) return make_error(r.err);
     return c;
 }

@@ -562,7 +562,8 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
 void read_stream_management(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "stream_management");
     if (!sec) return;
-    r.check_keys(*sec, {"enabled", "max_unacked_bytes"});
+    r.check_keys(*sec, {"enabled", "max_unacked_bytes", "resume_timeout"});
+    if (auto v = r.get_int(*sec, "resume_timeout", 0, 3600, "seconds")) c.sm_resume_s = static_cast<std::uint32_t>(*v);
     if (auto v = r.get_bool(*sec, "enabled")) c.sm_enabled = *v;
     if (auto v = r.get_int(*sec, "max_unacked_bytes", 65536, 1LL << 32, "bytes"))
         c.sm_max_unacked_bytes = static_cast<std::size_t>(*v);

@@ -98,6 +98,7 @@ struct Config {
     // local server, so that a broken stream's undelivered stanzas are known
     bool sm_enabled = true;
     std::size_t sm_max_unacked_bytes = 64u << 20; // per stream; beyond, <resource-constraint/>
+    std::uint32_t sm_resume_s = 60;               // a broken multiplexed stream may be resumed this long (0: never)
 
     // [mux]: one multiplexed stream per remote s2smux gateway
     bool mux_enabled = true;          // offer / request multiplexing

@@ -158,7 +158,9 @@ void Gateway::stop() {
     for (auto& l : listeners_) l->close();
     if (admin_) admin_->close();
     if (metrics_http_) metrics_http_->close();
-    // Bounce what is still queued, then close every stream.
+    // Bounce what is still queued (and what broken streams kept for their
+    // resumption), then close every stream.
+    while (!parked_.empty()) drop_parked(parked_.begin(), "gateway shutting down");
     for (auto& [key, r] : routes_) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
     std::vector<Stream*> all;
     for (auto& [id, s] : streams_) all.push_back(s);
@@ -199,6 +201,7 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
     // bounce on its own what we did not acknowledge yet.
     c.stream_mgmt = cfg_.sm_enabled && kind != StreamKind::InnerIn && kind != StreamKind::VerifyOut;
     c.max_unacked_bytes = cfg_.sm_max_unacked_bytes;
+    if (kind == StreamKind::OuterIn || kind == StreamKind::OuterOut) c.resume_max_s = cfg_.sm_resume_s;
     c.from = std::string(from);
     c.to = std::string(to);
     bool have_cert = certs_.any() != nullptr;
@@ -365,19 +368,19 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     stats_.stanzas_out[net::index(s.kind())] += s.session().stanzas_out();
     if (s.kind() == StreamKind::VerifyOut) verify_failed(s.id(), info.reason);
     if (auto m = muxes_.find(s.id()); m != muxes_.end()) {
-        // Freed later: we may be inside a call of this very MuxSession.
-        m->second->closed = true;
-        const auto& ms = m->second->mux->stats();
-        stats_.mux_adds_ok += ms.adds_ok;
-        stats_.mux_adds_failed += ms.adds_failed;
-        stats_.mux_peer_adds_ok += ms.peer_adds_ok;
-        stats_.mux_peer_adds_failed += ms.peer_adds_failed;
-        for (const auto& [r, n] : ms.failures) stats_.mux_add_failures[r] += n;
-        for (const auto& [r, n] : ms.peer_failures) stats_.mux_peer_add_failures[r] += n;
-        stats_.mux_add_round_trip.merge(ms.add_round_trip);
         s.session().set_mux(nullptr);
-        mux_graveyard_.push_back(std::move(m->second));
+        if (!park(s, m->second, info)) {
+            // Freed later: we may be inside a call of this very MuxSession.
+            m->second->closed = true;
+            merge_mux_stats(*m->second->mux);
+            mux_graveyard_.push_back(std::move(m->second));
+        }
         muxes_.erase(m);
+    }
+    for (auto& [rid, pk] : parked_) {
+        if (pk.resuming != s.id()) continue;
+        pk.resuming = 0; // the attempt failed: another one after a while
+        pk.retry_at = now_ms() + backoff(++pk.failures);
     }
     for (auto it = outgoing_by_target_.begin(); it != outgoing_by_target_.end();) {
         if (it->second == s.id()) it = outgoing_by_target_.erase(it);
@@ -523,8 +526,9 @@ Gateway::Queued Gateway::make_queued(const xml::Node* el, std::string_view raw, 
     return q;
 }
 
-void Gateway::requeue_unacked(Stream& s) {
-    std::string bytes = s.session().take_unacked();
+void Gateway::requeue_unacked(Stream& s) { requeue(s.session().take_unacked(), s.session().log_context()); }
+
+void Gateway::requeue(std::string bytes, const std::string& ctx) {
     if (bytes.empty()) return;
     // By route, in the order they were sent.
     std::map<DomainPair, std::vector<Queued>, xmpp::DomainPairLess> by_route;
@@ -536,9 +540,9 @@ void Gateway::requeue_unacked(Stream& s) {
         ++n;
     }, &err);
     if (!ok) // our own serialization: cannot happen; say so loudly if it does
-        log::error(s.session().log_context(), "unacknowledged stanzas after the {}th unreadable: {}", n, err);
+        log::error(ctx, "unacknowledged stanzas after the {}th unreadable: {}", n, err);
     stats_.stanzas_requeued += n;
-    log::warn(s.session().log_context(), "{} stanza(s) sent and not acknowledged by the peer: queued again{}", n,
+    log::warn(ctx, "{} stanza(s) sent and not acknowledged by the peer: queued again{}", n,
               stopping_ ? " (shutting down: bounced)" : "");
     for (auto& [key, items] : by_route) {
         Route& r = route_for(key.first, key.second);
@@ -546,7 +550,7 @@ void Gateway::requeue_unacked(Stream& s) {
         for (auto it = items.rbegin(); it != items.rend(); ++it) r.queue.push_front(std::move(*it));
         if (stopping_) fail_queue(r, StanzaError::RemoteServerTimeout,
                                   "gateway shutting down; not acknowledged by the remote server (may have arrived)");
-        else if (r.ready && r.ready != &s) flush_queue(r);
+        else if (r.ready && !r.ready->finished()) flush_queue(r);
         else if (!r.pending && !r.resolving && !r.waiting_on) reevaluate(r);
     }
 }
@@ -554,6 +558,7 @@ void Gateway::requeue_unacked(Stream& s) {
 std::size_t Gateway::in_flight_stanzas() const {
     std::size_t n = 0;
     for (const auto& [id, s] : streams_) n += s->session().sm().unacked();
+    for (const auto& [id, pk] : parked_) n += pk.state.sm.unacked();
     return n;
 }
 
@@ -774,6 +779,7 @@ void Gateway::tick() {
         }
     }
     admin_tick(now);
+    parked_tick(now);
     preconnect();
     // Safety net: a queue that nothing is working on gets a route again.
     for (auto& [key, r] : routes_)

@@ -50,6 +50,7 @@ inline constexpr std::size_t kRefusals = static_cast<std::size_t>(mux::Refusal::
 
 struct GatewayStats {
     std::uint64_t mux_streams = 0;      // streams on which multiplexing was enabled
+    std::uint64_t mux_resumed = 0;      // broken multiplexed streams resumed (XEP-0198)
     std::uint64_t mux_refused_in = 0;   // stanzas we refused on mux streams (never delivered)
     std::uint64_t mux_refused_out = 0;  // our stanzas a peer refused (bounced to the sender)
     std::uint64_t mux_adds_ok = 0, mux_adds_failed = 0;           // ours, on streams now closed
@@ -160,6 +161,10 @@ private:
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
     void stream_mux_enabled(net::Stream& s) override;
     void stream_opened(net::Stream& s) override;
+    // Resumption of multiplexed streams (gateway_resume.cc).
+    xmpp::ResumeState* stream_resume(net::Stream& s, std::string_view previd) override;
+    void stream_resumed(net::Stream& s) override;
+    void stream_resume_failed(net::Stream& s, std::string_view previd) override;
 
     // admin::Backend (gateway_admin.cc)
     void domains(admin::Done done) override;
@@ -238,6 +243,34 @@ private:
     // A broken stream's stanzas that the peer did not acknowledge (stream
     // management) go back to the front of their routes' queues, in order.
     void requeue_unacked(net::Stream& s);
+    void requeue(std::string bytes, const std::string& ctx); // serialized stanzas, oldest first
+
+    // A multiplexed stream that broke, kept for resumption (XEP-0198):
+    // the initiator reconnects and resumes it, the receiver waits for that;
+    // routes that it carried wait meanwhile (classify()). Expired, or
+    // refused by the peer, it is dropped: its unacknowledged stanzas are
+    // queued again as for any broken stream.
+    struct Parked {
+        xmpp::ResumeState state;
+        std::unique_ptr<MuxPeer> peer;   // its multiplexing state (no stream)
+        std::uint64_t old_id = 0;        // the broken stream's id: what routes wait on
+        std::string remote;              // the peer's authenticated domain
+        bool initiator = false;          // we resume it; the peer waits
+        route::Target target;            // initiator: where to reconnect
+        std::string from, to;            // initiator: the stream's domains
+        TimeMs expires = 0, retry_at = 0;
+        int failures = 0;
+        std::uint64_t resuming = 0;      // initiator: the stream trying to resume it
+    };
+    // Parks `s` (a mux stream that broke) if it can be resumed. False: not resumable.
+    bool park(net::Stream& s, std::unique_ptr<MuxPeer>& peer, const xmpp::CloseInfo& info);
+    void resume_connect(Parked& pk, const std::string& id);
+    void drop_parked(std::map<std::string, Parked, std::less<>>::iterator it, const std::string& why);
+    void parked_tick(TimeMs now);
+    void merge_mux_stats(const mux::MuxSession& m);
+    // Adds every local certificate the peer does not have yet (on enable,
+    // and after a resumption: the operator may have added domains meanwhile).
+    void add_local_certs(MuxPeer& peer, TimeMs now, bool announce_always);
     // Stanzas sent on live streams and not yet acknowledged.
     std::size_t in_flight_stanzas() const;
     void establish(Route& r);
@@ -286,6 +319,7 @@ private:
     std::set<std::string, std::less<>> local_domains_;
     std::map<std::string, int, std::less<>> local_parents_; // "x.test" -> local domains directly under it
     std::unordered_map<std::uint64_t, std::unique_ptr<MuxPeer>> muxes_;   // by stream id
+    std::map<std::string, Parked, std::less<>> parked_;                     // by resumption id
     std::vector<std::unique_ptr<MuxPeer>> mux_graveyard_;                   // freed outside callbacks
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> waiters_; // routes waiting on a stream
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> stream_routes_; // routes a stream is ready/pending for

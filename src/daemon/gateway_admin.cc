@@ -103,6 +103,8 @@ void Gateway::stats(admin::Done done) {
     t.add({"streams", std::to_string(streams_.size())});
     for (const auto& [k, n] : kinds) t.add({"streams." + k, std::to_string(n)});
     t.add({"streams.mux", std::to_string(muxes_.size())});
+    t.add({"streams.mux_parked", std::to_string(parked_.size())});
+    t.add({"streams.mux_resumed_total", std::to_string(stats_.mux_resumed)});
     t.add({"streams.accepted_total", std::to_string(stats_.streams_accepted)});
     t.add({"streams.connected_total", std::to_string(stats_.streams_connected)});
     t.add({"streams.paused", std::to_string(ctx_.pauses.paused_count())});

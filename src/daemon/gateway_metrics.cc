@@ -148,6 +148,10 @@ std::string Gateway::metrics_text() const {
         for (const auto& e : m.peer()) peer_names += e.names.size();
     }
     w.family("s2smux_mux_streams", Type::Gauge, "Open multiplexed streams.").sample({}, muxes_.size());
+    w.family("s2smux_mux_streams_parked", Type::Gauge,
+             "Broken multiplexed streams kept for resumption (XEP-0198).").sample({}, parked_.size());
+    w.family("s2smux_mux_resumed_total", Type::Counter, "Broken multiplexed streams resumed.")
+        .sample({}, stats_.mux_resumed);
     w.family("s2smux_mux_streams_enabled_total", Type::Counter, "Streams on which multiplexing was enabled.")
         .sample({}, stats_.mux_streams);
     w.family("s2smux_local_domains", Type::Gauge, "Domains this gateway serves.")

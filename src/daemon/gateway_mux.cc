@@ -107,6 +107,20 @@ void Gateway::stream_mux_enabled(Stream& s) {
     sess.set_mux(peer->mux.get());
     ++stats_.mux_streams;
 
+    add_local_certs(*peer, now, true);
+    log::info(sess.log_context(), "mux: stream enabled");
+    muxes_[s.id()] = std::move(peer);
+    // A new stream with a peer whose broken one we kept: the peer did not
+    // resume it (it restarted). What it kept waiting goes on this one.
+    for (auto it = parked_.begin(); it != parked_.end();) {
+        auto next = std::next(it);
+        if (it->second.remote == sess.remote_domain() && it->second.resuming != s.id())
+            drop_parked(it, "the peer opened a new multiplexed stream instead of resuming");
+        it = next;
+    }
+}
+
+void Gateway::add_local_certs(MuxPeer& peer, TimeMs now, bool announce_always) {
     // Add every local certificate that the handshake did not already cover;
     // announce the names first so the peer can hold its stanzas for them.
     std::vector<std::shared_ptr<tls::LocalCert>> to_add;
@@ -114,24 +128,23 @@ void Gateway::stream_mux_enabled(Stream& s) {
     for (const auto& cert : certs_.all()) {
         std::string first;
         for (const auto& n : cert->identity.names()) {
-            if (!is_local(n) || peer->mux->ours_has(n)) continue;
+            if (!is_local(n) || peer.mux->ours_has(n) || peer.mux->ours_pending(n)) continue;
             if (first.empty()) first = n;
             announce.push_back(n);
         }
         if (!first.empty()) to_add.push_back(cert);
     }
-    peer->mux->announce(announce);
+    if (announce_always || !announce.empty()) peer.mux->announce(announce);
     for (const auto& cert : to_add) {
         for (const auto& n : cert->identity.names()) {
-            if (is_local(n) && !peer->mux->ours_has(n)) {
-                peer->mux->add(cert, n, now);
+            if (is_local(n) && !peer.mux->ours_has(n)) {
+                peer.mux->add(cert, n, now);
                 break;
             }
         }
     }
-    log::info(sess.log_context(), "mux: stream enabled; adding {} certificate(s) for {} name(s)", to_add.size(),
+    log::info(peer.stream->session().log_context(), "mux: adding {} certificate(s) for {} name(s)", to_add.size(),
               announce.size());
-    muxes_[s.id()] = std::move(peer);
 }
 
 Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to) {
@@ -158,6 +171,12 @@ Gateway::MuxVerdict Gateway::classify(std::string_view from, std::string_view to
             return {MuxVerdict::Wait, nullptr, id, {}};
         }
         return {MuxVerdict::Refuse, nullptr, id, fmt::format("no certificate for {} to multiplex it", from)};
+    }
+    // A broken stream that carried the pair and may be resumed: wait for it.
+    for (auto& [rid, pk] : parked_) {
+        auto& m = *pk.peer->mux;
+        if ((m.ours_has(from) || m.ours_pending(from)) && (m.peer_has(to) || m.peer_expected(to)))
+            return {MuxVerdict::Wait, nullptr, pk.old_id, {}};
     }
     return {};
 }

@@ -102,7 +102,7 @@ std::vector<std::string> MuxSession::usable_names(const std::vector<std::string>
 // ------------------------------------------------------------ lifecycle
 
 MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now)
-    : session_(s), host_(host), bind_(std::move(b)), limits_(limits), alive_(std::make_shared<bool>(true)),
+    : session_(&s), host_(host), bind_(std::move(b)), limits_(limits), alive_(std::make_shared<bool>(true)),
       tokens_(limits.add_burst), last_refill_(now), now_(now) {
     // The handshake certificates are the first accepted certificate of each
     // side: both were verified before multiplexing could be enabled.
@@ -113,6 +113,34 @@ MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits
     peer_name_total_ = peer.names.size();
     ours_.push_back(std::move(ours));
     peer_.push_back(std::move(peer));
+}
+
+MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now, MuxSession&& prev)
+    : session_(&s), host_(host), bind_(std::move(b)), limits_(limits), alive_(std::make_shared<bool>(true)),
+      ours_(std::move(prev.ours_)), peer_(std::move(prev.peer_)), ours_names_(std::move(prev.ours_names_)),
+      peer_names_(std::move(prev.peer_names_)), pending_out_(std::move(prev.pending_out_)),
+      failed_ours_(std::move(prev.failed_ours_)), expected_peer_(std::move(prev.expected_peer_)),
+      withdrawn_peer_(std::move(prev.withdrawn_peer_)), removed_at_(std::move(prev.removed_at_)),
+      out_id_(prev.out_id_), last_peer_id_(prev.last_peer_id_), peer_announce_complete_(prev.peer_announce_complete_),
+      peer_name_total_(prev.peer_name_total_), tokens_(prev.tokens_), last_refill_(now), now_(now),
+      stats_(std::move(prev.stats_)) {
+    *prev.alive_ = false;
+    // Ids reserved on the old stream and never sent are skipped (the peer
+    // only checks that ids increase); what was waiting in the outbox is
+    // gone with it: our adds go again (reissue_pending), the peer's adds we
+    // were still verifying are sent again by the peer (they are pending on
+    // its side too).
+    sent_id_ = out_id_;
+}
+
+void MuxSession::reissue_pending(TimeMs now) {
+    std::map<std::string, PendingAdd, std::less<>> old;
+    old.swap(pending_out_);
+    for (auto& [id, pa] : old) {
+        log::info(session_->log_context(), "mux: adding {} again (id {} was in flight when the stream broke)",
+                  pa.domain, id);
+        add(pa.cert, pa.domain, now);
+    }
 }
 
 MuxSession::~MuxSession() { *alive_ = false; }
@@ -128,7 +156,7 @@ std::uint64_t MuxSession::reserve_id() { return ++out_id_; }
 void MuxSession::emit(std::uint64_t id, std::string xml) {
     outbox_[id] = std::move(xml);
     while (!outbox_.empty() && outbox_.begin()->first == sent_id_ + 1) {
-        if (!outbox_.begin()->second.empty() && !session_.closed()) session_.send_raw(outbox_.begin()->second);
+        if (!outbox_.begin()->second.empty() && !session_->closed()) session_->send_raw(outbox_.begin()->second);
         sent_id_ = outbox_.begin()->first;
         outbox_.erase(outbox_.begin());
     }
@@ -146,7 +174,7 @@ void MuxSession::announce(const std::vector<std::string>& domains) {
         if (end == domains.size()) w.attr("final", "true");
         for (std::size_t j = i; j < end; ++j) w.open("domain").text(domains[j]).close();
         w.close();
-        session_.send_raw(x);
+        session_->send_raw(x);
         i = end;
     } while (i < domains.size());
 }
@@ -164,7 +192,7 @@ void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::stri
                                         cert->chain_der.front());
     pending_out_[ids] = PendingAdd{domain, cert, now_};
     failed_ours_.erase(domain);
-    log::debug(session_.log_context(), "mux: adding {} (id {})", domain, ids);
+    log::debug(session_->log_context(), "mux: adding {} (id {})", domain, ids);
     host_.mux_sign(cert, std::move(message), [this, alive = alive_, id, ids, domain, cert](Result<Signature> sig) {
         if (!*alive) return;
         if (!sig) {
@@ -172,7 +200,7 @@ void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::stri
             emit(id, {});
             failed_ours_[domain] = "signing failed";
             ++stats_.failures["signing-failed"];
-            log::error(session_.log_context(), "mux: cannot sign the add of {}: {}", domain, sig.error());
+            log::error(session_->log_context(), "mux: cannot sign the add of {}: {}", domain, sig.error());
             host_.mux_add_answered(domain, false, AddFailure::Malformed, sig.error());
             return;
         }
@@ -242,8 +270,8 @@ void MuxSession::send_failed(std::string_view id, std::string_view domain, AddFa
     w.open(to_string(why)).close();
     if (!text.empty()) w.open("text").text(text).close();
     w.close();
-    session_.send_raw(x);
-    log::warn(session_.log_context(), "mux: refused the peer's add of {} (id {}): {}: {}", domain, id,
+    session_->send_raw(x);
+    log::warn(session_->log_context(), "mux: refused the peer's add of {} (id {}): {}: {}", domain, id,
               to_string(why), text);
 }
 
@@ -260,7 +288,7 @@ void MuxSession::mux_element(const xml::Node& el, TimeMs now) {
     else if (el.name == "revoke") recv_revoke(el);
     else if (el.name == "announce") recv_announce(el);
     else if (el.name == "refused") recv_refused(el);
-    else session_.close(xmpp::StreamError::UnsupportedStanzaType, fmt::format("unknown mux element <{}/>", el.name));
+    else session_->close(xmpp::StreamError::UnsupportedStanzaType, fmt::format("unknown mux element <{}/>", el.name));
 }
 
 void MuxSession::refill(TimeMs now) {
@@ -336,7 +364,7 @@ void MuxSession::recv_add(const xml::Node& el, TimeMs now) {
         --verifying_;
         if (auto it = expected_peer_.find(domain); it != expected_peer_.end() && --it->second <= 0)
             expected_peer_.erase(it);
-        if (session_.closed()) return;
+        if (session_->closed()) return;
         if (res.failure != AddFailure::None) {
             send_failed(ids, domain, res.failure, res.text);
             host_.mux_names_changed(); // routes waiting for it give up
@@ -392,7 +420,7 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
         it->not_after = res.identity.not_after;
         it->add_id = id;
         it->chain_der = std::move(chain);
-        log::info(session_.log_context(), "mux: replaced the peer's certificate {} (now valid until {})",
+        log::info(session_->log_context(), "mux: replaced the peer's certificate {} (now valid until {})",
                   res.identity.subject, iso8601_utc(res.identity.not_after));
     } else {
         peer_names_.add(res.names);
@@ -405,8 +433,8 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
     w.open("added").xmlns(kNs).attr("id", id).attr("domain", domain).attr("expires", iso8601_utc(res.identity.not_after));
     for (const auto& n : res.names) w.open("name").text(n).close();
     w.close();
-    session_.send_raw(x);
-    log::info(session_.log_context(), "mux: accepted the peer's {} (id {}, {} name(s))", domain, id, res.names.size());
+    session_->send_raw(x);
+    log::info(session_->log_context(), "mux: accepted the peer's {} (id {}, {} name(s))", domain, id, res.names.size());
     host_.mux_names_changed();
 }
 
@@ -414,7 +442,7 @@ void MuxSession::recv_added(const xml::Node& el) {
     std::string id(el.attr("id"));
     auto it = pending_out_.find(id);
     if (it == pending_out_.end()) {
-        log::debug(session_.log_context(), "mux: <added/> for unknown id {} ignored", id);
+        log::debug(session_->log_context(), "mux: <added/> for unknown id {} ignored", id);
         return;
     }
     PendingAdd pa = std::move(it->second);
@@ -441,7 +469,7 @@ void MuxSession::recv_added(const xml::Node& el) {
     stats_.add_round_trip.observe_ms(now_ - pa.sent_at);
     if (pa.timed_out) --stats_.adds_failed;
     failed_ours_.erase(pa.domain);
-    log::info(session_.log_context(), "mux: the peer accepted {} (id {}, {} name(s))", pa.domain, id, names.size());
+    log::info(session_->log_context(), "mux: the peer accepted {} (id {}, {} name(s))", pa.domain, id, names.size());
     host_.mux_add_answered(pa.domain, true, AddFailure::None, {});
     host_.mux_names_changed();
 }
@@ -450,7 +478,7 @@ void MuxSession::recv_failed(const xml::Node& el) {
     std::string id(el.attr("id"));
     auto it = pending_out_.find(id);
     if (it == pending_out_.end()) {
-        log::debug(session_.log_context(), "mux: <failed/> for unknown id {} ignored", id);
+        log::debug(session_->log_context(), "mux: <failed/> for unknown id {} ignored", id);
         return;
     }
     std::string domain = it->second.domain;
@@ -465,7 +493,7 @@ void MuxSession::recv_failed(const xml::Node& el) {
     if (already_reported) return;
     ++stats_.adds_failed;
     ++stats_.failures[to_string(why)]; // parsed: the peer cannot invent label values
-    log::warn(session_.log_context(), "mux: the peer refused our add of {} (id {}): {}{}{}", domain, id, cond,
+    log::warn(session_->log_context(), "mux: the peer refused our add of {} (id {}): {}{}{}", domain, id, cond,
               text.empty() ? "" : ": ", text);
     host_.mux_add_answered(domain, false, why, text);
     host_.mux_names_changed();
@@ -476,7 +504,7 @@ void MuxSession::recv_remove(const xml::Node& el) {
     std::string domain = xmpp::lowercase_domain(el.attr("domain"));
     std::uint64_t id = 0;
     if (!parse_id(ids, id) || id <= last_peer_id_) {
-        log::warn(session_.log_context(), "mux: <remove/> with a stale or invalid id '{}' ignored", ids);
+        log::warn(session_->log_context(), "mux: <remove/> with a stale or invalid id '{}' ignored", ids);
         return;
     }
     last_peer_id_ = id;
@@ -494,12 +522,12 @@ void MuxSession::recv_remove(const xml::Node& el) {
     w.open("removed").xmlns(kNs).attr("id", ids).attr("domain", domain);
     for (const auto& n : removed) w.open("name").text(n).close();
     w.close();
-    session_.send_raw(x);
+    session_->send_raw(x);
     if (!removed.empty()) host_.mux_names_changed();
 }
 
 void MuxSession::recv_removed(const xml::Node& el) {
-    log::info(session_.log_context(), "mux: the peer confirmed the removal of {}", el.attr("domain"));
+    log::info(session_->log_context(), "mux: the peer confirmed the removal of {}", el.attr("domain"));
 }
 
 void MuxSession::recv_revoke(const xml::Node& el) {
@@ -507,7 +535,7 @@ void MuxSession::recv_revoke(const xml::Node& el) {
     for (std::size_t i = 0; i < ours_.size(); ++i) {
         const auto& names = ours_[i].names;
         if (std::find(names.begin(), names.end(), domain) == names.end()) continue;
-        log::warn(session_.log_context(), "mux: the peer no longer accepts our {} ({})", domain, condition_of(el));
+        log::warn(session_->log_context(), "mux: the peer no longer accepts our {} ({})", domain, condition_of(el));
         drop_our_cert(i);
         host_.mux_names_changed();
         return;
@@ -531,13 +559,13 @@ void MuxSession::recv_refused(const xml::Node& el) {
     Refusal why = cond == "from-not-multiplexed" ? Refusal::FromNotAccepted : Refusal::ToNotAccepted;
     ++stats_.refused_out;
     std::string text = text_child(el);
-    log::warn(session_.log_context(), "mux: the peer refused <{}/> from {} to {}: {}", h.name, h.from, h.to, cond);
+    log::warn(session_->log_context(), "mux: the peer refused <{}/> from {} to {}: {}", h.name, h.from, h.to, cond);
     host_.mux_refused(h, why, text);
 }
 
 void MuxSession::drop_peer_cert(std::size_t idx, const char* why) {
     deadline_dirty_ = true;
-    log::info(session_.log_context(), "mux: peer certificate {} dropped ({})", peer_[idx].subject, why);
+    log::info(session_->log_context(), "mux: peer certificate {} dropped ({})", peer_[idx].subject, why);
     for (const auto& n : peer_[idx].names) withdrawn_peer_[n] = why;
     peer_names_.remove(peer_[idx].names);
     peer_name_total_ -= std::min(peer_name_total_, peer_[idx].names.size());
@@ -596,7 +624,7 @@ void MuxSession::mux_refuse(const xml::Node& el, const xmpp::StanzaRoute& r, con
                            : fmt::format("{} is not multiplexed on this stream", r.to_domain.empty() ? r.head.to : r.to_domain);
     host_.mux_refusing(r.head, why);
     if (limits_.strict) {
-        session_.close(xmpp::StreamError::PolicyViolation,
+        session_->close(xmpp::StreamError::PolicyViolation,
                        fmt::format("<{}/> from {} to {}: {}", el.name, r.head.from, r.head.to, text));
         return;
     }
@@ -607,7 +635,7 @@ void MuxSession::mux_refuse(const xml::Node& el, const xmpp::StanzaRoute& r, con
     w.open(reason).close();
     w.open("text").text(text).close();
     w.close();
-    session_.send_raw(x);
+    session_->send_raw(x);
 }
 
 // ----------------------------------------------------------------- timers
@@ -631,7 +659,7 @@ void MuxSession::mux_timer(TimeMs now) {
         w.open("text").text(fmt::format("certificate {} expired on {}", peer_[i].subject, iso8601_utc(peer_[i].not_after))).close();
         w.close();
         drop_peer_cert(i, "expired");
-        session_.send_raw(x);
+        session_->send_raw(x);
         changed = true;
     }
     // Our own certificates stop being usable when they expire, too.
@@ -640,7 +668,7 @@ void MuxSession::mux_timer(TimeMs now) {
             ++i;
             continue;
         }
-        log::warn(session_.log_context(), "mux: our certificate {} expired", ours_[i].subject);
+        log::warn(session_->log_context(), "mux: our certificate {} expired", ours_[i].subject);
         drop_our_cert(i);
         changed = true;
     }

@@ -110,7 +110,16 @@ public:
     };
 
     MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now);
+    // A resumed stream (XEP-0198): takes over `prev`'s accepted certificate
+    // sets, ids, announcements and counters; `prev` belonged to the broken
+    // stream and is dead from now on (its pending async work is dropped).
+    // Our adds that were waiting for an answer: reissue_pending().
+    MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now, MuxSession&& prev);
     ~MuxSession() override;
+    // Sends again, bound to this stream, our adds the broken stream left unanswered.
+    void reissue_pending(TimeMs now);
+    // The stream is gone (kept for resumption): async work finishing now is dropped.
+    void detach() { *alive_ = false; }
 
     // Sends an announcement of the domains we are about to add (a routing
     // hint: the peer may hold stanzas for them instead of connecting).
@@ -189,7 +198,7 @@ private:
     std::int64_t unix_now() const;
     TimeMs mono_from_unix(std::int64_t unix_s) const;
 
-    xmpp::Session& session_;
+    xmpp::Session* session_;
     MuxHost& host_;
     Binding bind_;
     Limits limits_;

@@ -58,6 +58,10 @@ public:
     // sees it from its first byte (Stream::set_tap). peer() is known for
     // accepted streams, not yet for outgoing ones.
     virtual void stream_opened(Stream&) {}
+    // Resumption (xmpp::SessionHost::session_resume and the rest).
+    virtual xmpp::ResumeState* stream_resume(Stream&, std::string_view /*previd*/) { return nullptr; }
+    virtual void stream_resumed(Stream&) {}
+    virtual void stream_resume_failed(Stream&, std::string_view /*previd*/) {}
     // The stream is finished (session closed, connect failed, transport
     // error). Forget the pointer: the stream frees itself once its handles
     // are closed.
@@ -111,6 +115,10 @@ public:
     StreamKind kind() const { return kind_; }
     std::uint64_t id() const { return id_; }
     const std::string& peer() const { return peer_; }
+    // Outgoing: the target connected to (nullptr before a connection).
+    const route::Target* target() const {
+        return tcp_ && target_idx_ > 0 && target_idx_ <= targets_.size() ? &targets_[target_idx_ - 1] : nullptr;
+    }
     const StreamStats& stats() const { return stats_; }
     bool finished() const { return finished_; }
     bool connected() const { return tcp_ != nullptr; } // TCP up (accepted, or connected to a target)
@@ -159,6 +167,9 @@ private:
     void session_stanza(const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void session_closed(const xmpp::CloseInfo& info) override;
     void session_mux_enabled() override;
+    xmpp::ResumeState* session_resume(std::string_view previd) override { return ctx_.owner->stream_resume(*this, previd); }
+    void session_resumed() override { ctx_.owner->stream_resumed(*this); }
+    void session_resume_failed(std::string_view previd) override { ctx_.owner->stream_resume_failed(*this, previd); }
 
     void start_reading();
     void on_read(const char* data, std::size_t len);

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace s2smux::xmpp {
 
@@ -357,8 +358,11 @@ void Session::on_timer(TimeMs now) {
     }
     if (state_ != State::Closed && alive_checks()) {
         if (cfg_.dead_peer_ms && mux_enabled_ && now - last_in_ >= cfg_.dead_peer_ms) {
-            fail(StreamError::ConnectionTimeout,
-                 fmt::format("nothing received from the peer in {} s", (now - last_in_) / 1000));
+            std::string why = fmt::format("nothing received from the peer in {} s", (now - last_in_) / 1000);
+            // A resumable stream ends without a word: a stream error would
+            // end the session the peer is about to resume.
+            if (!sm_resume_id_.empty()) abandon(why);
+            else fail(StreamError::ConnectionTimeout, why);
             return;
         }
         if (cfg_.keepalive_ms && now - last_out_ >= cfg_.keepalive_ms) append(" ");
@@ -696,16 +700,19 @@ void Session::recv_features(const xml::Node& el) {
     peer_dialback_errors_ = dialback && dialback->child(ns::kDialbackFeature, "errors");
 
     if (sasl_done_) {
-        // Enable multiplexing before reporting the stream ready, so the host
-        // sees a mux stream from the first moment it can route on it.
-        if (el.child(ns::kMux, "mux") && cfg_.want_mux && mux_possible()) {
-            append("<enable xmlns='urn:s2smux:mux:0'/>");
-            mux_enabled_ = true;
-            log::info(log_ctx_, "multiplexing enabled (peer offered it)");
-            callback("mux-enabled");
-            host_.session_mux_enabled();
-            if (state_ == State::Closed) return;
+        features_mux_ = el.child(ns::kMux, "mux") != nullptr;
+        if (!cfg_.resume_previd.empty() && sm_offered_ && cfg_.stream_mgmt && features_mux_ && cfg_.want_mux &&
+            mux_possible()) {
+            // Ready once the peer answers (<resumed/>, or <failed/>: anew).
+            std::string r;
+            xml::Writer(r).open("resume").xmlns(ns::kSm).attr("previd", cfg_.resume_previd)
+                .attr("h", std::to_string(cfg_.resume_h)).close();
+            append(r);
+            resuming_ = true;
+            return;
         }
+        enable_mux();
+        if (state_ == State::Closed) return;
         become_ready(AuthMethod::SaslExternal);
         return;
     }
@@ -787,6 +794,17 @@ void Session::recv_db_result_initiator(const xml::Node& el) {
                                type.empty() ? "no type" : type),
                    StanzaError::RemoteServerTimeout);
     }
+}
+
+// Before reporting the stream ready, so the host sees a mux stream from the
+// first moment it can route on it.
+void Session::enable_mux() {
+    if (!features_mux_ || !cfg_.want_mux || !mux_possible()) return;
+    append("<enable xmlns='urn:s2smux:mux:0'/>");
+    mux_enabled_ = true;
+    log::info(log_ctx_, "multiplexing enabled (peer offered it)");
+    callback("mux-enabled");
+    host_.session_mux_enabled();
 }
 
 void Session::become_ready(AuthMethod m) {
@@ -932,10 +950,38 @@ void Session::recv_mux(const xml::Node& el) {
 
 void Session::sm_enable() {
     if (!cfg_.stream_mgmt || !sm_offered_ || sm_.out_active() || cfg_.role != Role::Initiator) return;
-    append("<enable xmlns='urn:xmpp:sm:3'/>");
+    append(cfg_.resume_max_s && mux_enabled_ ? "<enable xmlns='urn:xmpp:sm:3' resume='true'/>"
+                                             : "<enable xmlns='urn:xmpp:sm:3'/>");
     sm_.start_out();
     log::debug(log_ctx_, "stream management: enable sent");
 }
+
+namespace {
+
+// XEP-0198 'h': a decimal uint32.
+std::optional<std::uint32_t> parse_h(std::string_view hs) {
+    std::uint64_t h = 0;
+    if (hs.empty() || hs.size() > 10) return std::nullopt;
+    for (char ch : hs) {
+        if (ch < '0' || ch > '9') return std::nullopt;
+        h = h * 10 + static_cast<unsigned>(ch - '0');
+    }
+    if (h > UINT32_MAX) return std::nullopt;
+    return static_cast<std::uint32_t>(h);
+}
+
+// Resumption ids are ours (hex); anything else is not one of them.
+bool plausible_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) return false;
+    return std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    });
+}
+
+constexpr std::string_view kSmFailedPrefix = "<failed xmlns='urn:xmpp:sm:3'><";
+constexpr std::string_view kSmFailedSuffix = " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+
+} // namespace
 
 void Session::recv_sm(const xml::Node& el) {
     if (el.name == "r") {
@@ -946,44 +992,150 @@ void Session::recv_sm(const xml::Node& el) {
         sm_ack();
     } else if (el.name == "a") {
         std::string_view hs = el.attr("h");
-        std::uint64_t h = 0;
-        bool ok = !hs.empty() && hs.size() <= 10;
-        for (char ch : hs) {
-            if (ch < '0' || ch > '9') ok = false;
-            else h = h * 10 + static_cast<unsigned>(ch - '0');
-        }
-        if (!ok || h > UINT32_MAX || !sm_.out_active()) {
-            fail(StreamError::BadFormat, ok ? "<a/> without stream management enabled"
-                                            : fmt::format("<a/> with a bad 'h' ('{}')", hs));
+        auto h = parse_h(hs);
+        if (!h || !sm_.out_active()) {
+            fail(StreamError::BadFormat, h ? "<a/> without stream management enabled"
+                                           : fmt::format("<a/> with a bad 'h' ('{}')", hs));
             return;
         }
-        if (!sm_.acked(static_cast<std::uint32_t>(h))) {
+        if (!sm_.acked(*h)) {
             fail(StreamError::UndefinedCondition,
-                 fmt::format("handled-count-too-high: h={} but {} stanzas sent", h, sm_.out_count()));
+                 fmt::format("handled-count-too-high: h={} but {} stanzas sent", *h, sm_.out_count()));
             return;
         }
     } else if (el.name == "enable" && cfg_.role == Role::Receiver) {
         if (!sm_offered_ || sm_.in_active() || in_.empty()) {
-            append("<failed xmlns='urn:xmpp:sm:3'><unexpected-request "
-                   "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            append(std::string(kSmFailedPrefix) + "unexpected-request" + std::string(kSmFailedSuffix));
             log::info(log_ctx_, "stream management refused: {}",
                       !sm_offered_ ? "not offered" : sm_.in_active() ? "already enabled" : "not authenticated");
             return;
         }
-        append("<enabled xmlns='urn:xmpp:sm:3'/>");
+        std::string_view r = el.attr("resume");
+        if ((r == "true" || r == "1") && cfg_.resume_max_s && mux_enabled_) {
+            sm_resume_id_ = answer("sm-id", {}, random_stream_id());
+            append(fmt::format("<enabled xmlns='urn:xmpp:sm:3' id='{}' resume='true' max='{}'/>", sm_resume_id_,
+                               cfg_.resume_max_s));
+        } else {
+            append("<enabled xmlns='urn:xmpp:sm:3'/>");
+        }
         sm_.start_in();
         sm_.start_out();
-        log::info(log_ctx_, "stream management enabled by the peer");
+        log::info(log_ctx_, "stream management enabled by the peer{}", sm_resume_id_.empty() ? "" : " (resumable)");
     } else if (el.name == "enabled" && cfg_.role == Role::Initiator && sm_.out_active() && !sm_.in_active()) {
         sm_.start_in();
-        log::info(log_ctx_, "stream management enabled");
+        std::string_view id = el.attr("id"), r = el.attr("resume");
+        if ((r == "true" || r == "1") && plausible_id(id) && mux_enabled_ && cfg_.resume_max_s)
+            sm_resume_id_ = std::string(id);
+        log::info(log_ctx_, "stream management enabled{}", sm_resume_id_.empty() ? "" : " (resumable)");
+    } else if (el.name == "failed" && cfg_.role == Role::Initiator && resuming_) {
+        // The peer lost (or never had) the state: start over on this stream.
+        resuming_ = false;
+        log::info(log_ctx_, "resumption of {} refused by the peer ({}); multiplexing anew", cfg_.resume_previd,
+                  condition_of(&el, ns::kStanzas));
+        callback("resume-failed", {cfg_.resume_previd});
+        host_.session_resume_failed(cfg_.resume_previd);
+        if (state_ == State::Closed) return;
+        enable_mux();
+        if (state_ == State::Closed) return;
+        become_ready(AuthMethod::SaslExternal);
     } else if (el.name == "failed" && cfg_.role == Role::Initiator && sm_.out_active() && !sm_.in_active()) {
         sm_.stop_out();
         sm_due_ = kNever;
         log::info(log_ctx_, "stream management refused by the peer");
+    } else if (el.name == "resume" && cfg_.role == Role::Receiver) {
+        recv_resume(el);
+    } else if (el.name == "resumed" && cfg_.role == Role::Initiator && resuming_) {
+        recv_resumed(el);
     } else {
         fail(StreamError::UnsupportedStanzaType, fmt::format("unexpected stream management element <{}/>", el.name));
     }
+}
+
+void Session::recv_resume(const xml::Node& el) {
+    std::string_view previd = el.attr("previd");
+    auto h = parse_h(el.attr("h"));
+    // Only a peer authenticated by SASL EXTERNAL on a stream that could
+    // multiplex may resume, and only before anything was enabled on it.
+    if (!h || !plausible_id(previd) || !sasl_done_ || in_.empty() || !mux_offered_ || mux_enabled_ ||
+        sm_.in_active() || !cfg_.stream_mgmt || !cfg_.resume_max_s) {
+        append(std::string(kSmFailedPrefix) + "unexpected-request" + std::string(kSmFailedSuffix));
+        log::info(log_ctx_, "resumption of '{}' refused: not possible on this stream", previd);
+        return;
+    }
+    callback("resume", {previd});
+    ResumeState* st = host_.session_resume(previd);
+    if (!st) {
+        append(std::string(kSmFailedPrefix) + "item-not-found" + std::string(kSmFailedSuffix));
+        log::info(log_ctx_, "resumption of '{}' refused: unknown, expired, or not this peer's", previd);
+        return;
+    }
+    if (!st->sm.acked(*h)) {
+        fail(StreamError::UndefinedCondition,
+             fmt::format("handled-count-too-high: h={} but {} stanzas sent", *h, st->sm.out_count()));
+        return;
+    }
+    std::string r;
+    xml::Writer(r).open("resumed").xmlns(ns::kSm).attr("previd", previd).attr("h", std::to_string(st->sm.h_in())).close();
+    append(r);
+    adopt(*st, *h);
+}
+
+void Session::recv_resumed(const xml::Node& el) {
+    auto h = parse_h(el.attr("h"));
+    if (!h || el.attr("previd") != cfg_.resume_previd) {
+        fail(StreamError::BadFormat, "<resumed/> for another stream or without a valid 'h'");
+        return;
+    }
+    resuming_ = false;
+    callback("resumed", {cfg_.resume_previd});
+    ResumeState* st = host_.session_resume(cfg_.resume_previd);
+    if (!st) {
+        fail_quiet(fmt::format("{}: resumed, but the state of {} is gone", cfg_.to, cfg_.resume_previd),
+                   StanzaError::RemoteServerTimeout);
+        return;
+    }
+    if (!st->sm.acked(*h)) {
+        fail(StreamError::UndefinedCondition,
+             fmt::format("handled-count-too-high: h={} but {} stanzas sent", *h, st->sm.out_count()));
+        return;
+    }
+    adopt(*st, *h);
+    if (state_ == State::Closed) return;
+    become_ready(AuthMethod::SaslExternal);
+}
+
+void Session::adopt(ResumeState& st, std::uint32_t peer_h) {
+    sm_ = std::move(st.sm);
+    st.sm = StreamMgmt{};
+    sm_resume_id_ = st.id;
+    sm_acked_h_ = sm_.h_in();
+    // Everything the peer did not get goes again, in order, before anything new.
+    auto again = sm_.unacked_stanzas();
+    for (std::string_view x : again) append(x);
+    sm_due_ = again.empty() ? kNever : now_ + cfg_.ack_delay_ms;
+    log::info(log_ctx_, "stream {} resumed: the peer had {} of our stanzas, {} sent again; multiplexing state kept",
+              sm_resume_id_, peer_h, again.size());
+    mux_enabled_ = true;
+    host_.session_resumed();
+}
+
+ResumeState Session::take_resume_state() {
+    ResumeState st;
+    st.id = sm_resume_id_;
+    st.sm = std::move(sm_);
+    sm_ = StreamMgmt{};
+    return st;
+}
+
+void Session::abandon(std::string_view why) {
+    TapCall c(*this, "abandon", {why});
+    if (state_ == State::Closed) return;
+    log::warn(log_ctx_, "{}: connection dropped, the stream can be resumed", why);
+    CloseInfo info;
+    info.error = true;
+    info.transport = true;
+    info.reason = std::string(why);
+    finish_close(std::move(info));
 }
 
 void Session::recv_stream_error(const xml::Node& el) {

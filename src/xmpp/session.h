@@ -122,6 +122,20 @@ struct SessionConfig {
     bool stream_mgmt = false;
     TimeMs ack_delay_ms = 200;                     // <r/> at most this long after a stanza
     std::size_t max_unacked_bytes = 64u << 20;     // <resource-constraint/> beyond
+    // Resumption (XEP-0198 <resume/>), on multiplexed streams only: how long
+    // a broken stream's state is kept for the initiator to resume it (0: no
+    // resumption). Initiator: resume this stream (previd) instead of
+    // enabling multiplexing anew; the host holds its state.
+    std::uint32_t resume_max_s = 0;
+    std::string resume_previd;
+    std::uint32_t resume_h = 0; // stanzas we had received on it
+};
+
+// What a resumed stream takes over from the broken one (the host keeps it
+// in between): counters, and the stanzas not acknowledged yet.
+struct ResumeState {
+    std::string id;
+    StreamMgmt sm;
 };
 
 enum class DialbackVerdict : std::uint8_t {
@@ -202,6 +216,16 @@ public:
     virtual void session_closed(const CloseInfo& info) = 0;
     // Multiplexing was enabled: attach a handler with set_mux().
     virtual void session_mux_enabled() {}
+    // Resumption. Receiver: may the authenticated peer resume `previd`
+    // (whose state the host holds)? Initiator: the peer agreed to resume
+    // it. The session moves the state out of the returned object (nullptr:
+    // unknown or not this peer's).
+    virtual ResumeState* session_resume(std::string_view /*previd*/) { return nullptr; }
+    // The stream was resumed: multiplexing is on again; attach the previous
+    // stream's handler with set_mux().
+    virtual void session_resumed() {}
+    // Initiator: the peer refused to resume; the host releases the state.
+    virtual void session_resume_failed(std::string_view /*previd*/) {}
 };
 
 class Session final : private xml::ParserHandler {
@@ -280,6 +304,14 @@ public:
     // concatenated, oldest first), taken out: after the stream ended, they
     // may not have arrived. Empty without stream management.
     std::string take_unacked() { return sm_.take_unacked(); }
+    // The id under which the peer (receiver) lets this stream be resumed;
+    // empty when it cannot be. A stream that broke (CloseInfo::transport)
+    // with an id can be resumed: take_resume_state() hands its state over.
+    const std::string& resume_id() const { return sm_resume_id_; }
+    ResumeState take_resume_state();
+    // Close without a byte more (a dead connection the peer will resume):
+    // reported as a transport failure.
+    void abandon(std::string_view why);
     std::uint64_t stanzas_in() const { return stanzas_in_; }
     std::uint64_t stanzas_out() const { return stanzas_out_; }
 
@@ -343,6 +375,10 @@ private:
     void sm_sent(std::size_t at); // the stanza from out_[at] on was just sent
     void sm_request();            // <r/>
     void sm_ack();                // <a h='…'/>
+    void recv_resume(const xml::Node& el);   // receiver
+    void recv_resumed(const xml::Node& el);  // initiator
+    void enable_mux();                       // initiator: <enable/> of urn:s2smux:mux:0
+    void adopt(ResumeState& st, std::uint32_t peer_h); // both: take over and send again what is unacked
     bool mux_possible() const;
     void add_pair_in(std::string_view from, std::string_view to, AuthMethod m);
     void add_pair_out(std::string_view from, std::string_view to, AuthMethod m);
@@ -378,6 +414,9 @@ private:
     bool sm_offered_ = false;         // receiver: we offered <sm/>; initiator: the peer did
     StreamMgmt sm_;
     std::uint32_t sm_acked_h_ = 0;    // the h of our last <a/>
+    std::string sm_resume_id_;        // resumable under this id
+    bool resuming_ = false;           // initiator: <resume/> sent, waiting for the answer
+    bool features_mux_ = false;       // initiator: the post-SASL features offered <mux/>
     TimeMs sm_due_ = kNever;          // when to send <r/> for the stanzas sent since the last one
     bool mux_enabled_ = false;
     MuxHandler* mux_ = nullptr;

@@ -8,9 +8,10 @@ Checks: a message each way opens the multiplexed stream; while it sits idle
 for 6 s (longer than the dead-peer timeout) both gateways keep it alive with
 whitespace (captured as a one-space write, and the capture replays) and it
 is NOT closed; then gateway B is frozen (SIGSTOP: the TCP connection stays up
-but nothing comes from it, like a black-holed path) and gateway A closes the
-stream with <connection-timeout/> within the timeout plus slack; after B
-resumes, a new message is delivered (a new stream).
+but nothing comes from it, like a black-holed path) and gateway A drops the
+connection within the timeout plus slack (silently: the stream is kept for
+resumption); after B runs again, A reconnects and resumes the stream
+(XEP-0198) and messages flow both ways on it.
 
 Run by hand: /usr/bin/python3 tests/interop/test_keepalive.py [--keep] [-v]
 """
@@ -86,7 +87,8 @@ def main(t):
                            timeout=60)
         assert r.returncode == 0, r.stdout
 
-    with t.check("gateway B frozen (SIGSTOP): A closes the stream with <connection-timeout/> within 4 s + slack"):
+    with t.check("gateway B frozen (SIGSTOP): A drops the connection within 4 s + slack, keeping the stream "
+                 "for resumption"):
         t0 = time.monotonic()
         os.kill(gwb.proc.pid, signal.SIGSTOP)
         try:
@@ -94,13 +96,22 @@ def main(t):
                         "gateway A notices the dead peer")
             took = time.monotonic() - t0
             assert took <= 6.5, f"detected after {took:.1f} s"
-            assert re.search(r"stream error <connection-timeout/>: nothing received from the peer in [45] s",
-                             gwa.log_text()), "no <connection-timeout/> stream error logged"
+            # A resumable stream ends without a stream error (that would end
+            # the session the peer is to resume): the connection is dropped.
+            assert re.search(r"nothing received from the peer in [45] s: connection dropped, the stream can be "
+                             r"resumed", gwa.log_text()), "no silent drop logged"
+            assert "kept 60 s for resumption" in gwa.log_text(), "the broken stream was not kept for resumption"
         finally:
             os.kill(gwb.proc.pid, signal.SIGCONT)
         t.note(f"dead peer detected after {took:.1f} s")
 
-    check_message(t, cl, ua, ub, label="after B resumes: message a.test -> b.test delivered on a new stream")
+    with t.check("after B resumes: A resumes the stream (XEP-0198), its certificates kept", fatal=True):
+        cl.wait_for(lambda: re.search(r"mux: stream \w+ resumed with b\.test", gwa.log_text()), 10,
+                    "A resumes the stream")
+        assert re.search(r"mux: stream \w+ resumed with a\.test", gwb.log_text()), "B did not resume it"
+        assert established([a_outer, b_outer]) == 1, "not exactly one connection between the gateways"
+    check_message(t, cl, ua, ub, label="on the resumed stream: message a.test -> b.test delivered")
+    check_message(t, cl, ub, ua, label="on the resumed stream: message b.test -> a.test delivered")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ struct Host : SessionHost {
         stanza_domains.emplace_back(std::string(r.from_domain), std::string(r.to_domain));
     }
     void session_closed(const CloseInfo& info) override { closed = info; }
+    ResumeState* resume_state = nullptr; // what session_resume() hands over
+    int mux_enabled = 0, resumed = 0, resume_failed = 0;
+    void session_mux_enabled() override { ++mux_enabled; }
+    ResumeState* session_resume(std::string_view) override { return resume_state; }
+    void session_resumed() override { ++resumed; }
+    void session_resume_failed(std::string_view) override { ++resume_failed; }
 };
 
 std::string take(Session& s) {
@@ -868,4 +874,114 @@ BOOST_AUTO_TEST_CASE(stream_mgmt_peer_that_never_acks_is_bounded) {
     BOOST_TEST(has(p.ih.closed->reason, "not acknowledged"));
     BOOST_TEST(has(take(p.init), "<resource-constraint"));
     BOOST_TEST(p.init.take_unacked().size() > 65536u);
+}
+
+// ------------------------------------------------------------ resumption
+
+namespace {
+SessionConfig resumable(SessionConfig c) {
+    c = sm_cfg(std::move(c));
+    c.resume_max_s = 60;
+    c.offer_mux = c.want_mux = true;
+    return c;
+}
+TlsState tls13_with(std::vector<std::string> dns) {
+    TlsState t = tls_with(std::move(dns));
+    t.tls13 = true;
+    t.exporter = std::string(32, 'x');
+    return t;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(resumption_sends_again_only_what_the_peer_missed) {
+    Pair p(resumable(initiator_cfg()), resumable(receiver_cfg()), tls13_with({"b.test"}), tls13_with({"a.test"}));
+    p.run();
+    BOOST_REQUIRE(p.init.ready());
+    BOOST_REQUIRE(p.init.mux_enabled());
+    BOOST_REQUIRE(!p.recv.resume_id().empty());
+    BOOST_TEST(p.init.resume_id() == p.recv.resume_id());
+    // Three stanzas; the connection breaks after the receiver read two.
+    for (int i = 1; i <= 3; ++i)
+        p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='m" + std::to_string(i) + "'/>");
+    p.recv.send_stanza_raw("<message from='v@b.test' to='u@a.test' id='back1'/>");
+    std::string a = take(p.init);
+    auto cut = a.find("<message from='u@a.test' to='v@b.test' id='m3'/>");
+    BOOST_REQUIRE(cut != std::string::npos);
+    p.recv.on_bytes(a.substr(0, cut), 0);
+    BOOST_TEST(p.rh.stanzas.size() == 2u);
+    take(p.recv); // its <a/> and back1 are lost with the connection
+    p.init.on_transport_closed("reset");
+    p.recv.on_transport_closed("reset");
+    BOOST_REQUIRE(p.ih.closed && p.ih.closed->transport);
+    ResumeState ist = p.init.take_resume_state(), rst = p.recv.take_resume_state();
+    BOOST_TEST(ist.sm.unacked() == 3u);
+    BOOST_TEST(rst.sm.unacked() == 1u);
+    BOOST_TEST(rst.sm.h_in() == 2u);
+
+    SessionConfig ic = resumable(initiator_cfg());
+    ic.resume_previd = ist.id;
+    ic.resume_h = ist.sm.h_in();
+    Pair q(ic, resumable(receiver_cfg()), tls13_with({"b.test"}), tls13_with({"a.test"}));
+    q.ih.resume_state = &ist;
+    q.rh.resume_state = &rst;
+    q.run();
+    BOOST_TEST(q.init.ready());
+    BOOST_TEST(q.ih.resumed == 1);
+    BOOST_TEST(q.rh.resumed == 1);
+    BOOST_TEST(q.ih.mux_enabled == 0); // not enabled anew: the state was kept
+    BOOST_TEST(q.init.mux_enabled());
+    BOOST_TEST(q.recv.mux_enabled());
+    // Exactly the one the receiver missed, and the one we missed.
+    BOOST_REQUIRE_EQUAL(q.rh.stanzas.size(), 1u);
+    BOOST_TEST(has(q.rh.stanzas[0], "id='m3'"));
+    BOOST_REQUIRE_EQUAL(q.ih.stanzas.size(), 1u);
+    BOOST_TEST(has(q.ih.stanzas[0], "id='back1'"));
+    // Counting goes on: everything acknowledged.
+    q.init.on_timer(1000);
+    q.recv.on_timer(1000);
+    q.run();
+    BOOST_TEST(q.init.sm().unacked() == 0u);
+    BOOST_TEST(q.recv.sm().unacked() == 0u);
+    BOOST_TEST(q.recv.sm().h_in() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(resumption_unknown_id_fails_and_multiplexes_anew) {
+    SessionConfig ic = resumable(initiator_cfg());
+    ic.resume_previd = "0123abcd";
+    ic.resume_h = 7;
+    Pair q(ic, resumable(receiver_cfg()), tls13_with({"b.test"}), tls13_with({"a.test"}));
+    q.run(); // the receiver's host has no state for it
+    BOOST_TEST(q.ih.resume_failed == 1);
+    BOOST_TEST(q.ih.resumed == 0);
+    BOOST_TEST(q.ih.mux_enabled == 1);
+    BOOST_TEST(q.rh.mux_enabled == 1);
+    BOOST_TEST(q.init.ready());
+    BOOST_TEST(q.init.sm().out_active());
+    BOOST_TEST(!q.rh.closed);
+}
+
+BOOST_AUTO_TEST_CASE(resumption_refused_without_multiplexing_or_for_a_bad_id) {
+    // A receiver that offered no multiplexing (not resumable) refuses.
+    Receiver r(sm_cfg(receiver_cfg()));
+    receiver_after_tls(r, tls_with({"b.test"}));
+    r.s.on_bytes("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>", 0);
+    r.s.on_bytes(kInitHeader, 0);
+    take(r.s);
+    r.s.on_bytes("<resume xmlns='urn:xmpp:sm:3' previd='abc' h='0'/>", 0);
+    BOOST_TEST(has(take(r.s), "<unexpected-request"));
+    r.s.on_bytes("<resume xmlns='urn:xmpp:sm:3' previd='a&apos;b' h='0'/>", 0);
+    BOOST_TEST(has(take(r.s), "<unexpected-request"));
+    BOOST_TEST(!r.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(dead_peer_on_a_resumable_stream_drops_the_connection_silently) {
+    SessionConfig ic = resumable(initiator_cfg());
+    ic.dead_peer_ms = 3000;
+    Pair p(ic, resumable(receiver_cfg()), tls13_with({"b.test"}), tls13_with({"a.test"}));
+    p.run();
+    BOOST_REQUIRE(!p.init.resume_id().empty());
+    p.init.on_timer(3500);
+    BOOST_REQUIRE(p.ih.closed);
+    BOOST_TEST(p.ih.closed->transport);
+    BOOST_TEST(!has(take(p.init), "</stream:stream>")); // nothing that would end the session
 }
