@@ -259,7 +259,7 @@ void Stream::read_cb(uv_stream_t* h, ssize_t n, const uv_buf_t* buf) {
 }
 
 void Stream::on_read(const char* data, std::size_t len) {
-    if (closing_ || finished_) return;
+    if (closing_ || (finished_ && !session_->reading_after_close())) return;
     stats_.bytes_in += len;
     ctx_.totals[index(kind_)].bytes_in += len;
     TimeMs now = uv_now(ctx_.loop);
@@ -283,9 +283,18 @@ void Stream::on_read(const char* data, std::size_t len) {
                        verifying_ ? " (held until the certificate is verified)" : "");
         if (!plain_scratch_.empty()) {
             if (verifying_) held_plain_ += plain_scratch_;
-            else if (!finished_) session_->on_bytes(plain_scratch_, now);
+            else if (!finished_ || session_->reading_after_close()) session_->on_bytes(plain_scratch_, now);
         }
-        if (st == tls::IoStatus::Closed && !finished_) on_eof("TLS close_notify");
+        if (st == tls::IoStatus::Closed) {
+            on_eof("TLS close_notify"); // the peer is done writing: nothing more to read
+            return;
+        }
+    }
+    // We closed first and the peer has closed too: close_notify, then the
+    // transport goes (flush() does both once everything is written).
+    if (finished_ && close_after_flush_ && !session_->reading_after_close()) {
+        flush();
+        return;
     }
     arm_timer();
 }
@@ -430,7 +439,9 @@ void Stream::write_pending() {
             out.clear();
         }
     }
-    if (close_after_flush_ && tls_ && tls_->handshake_done() && !tls_bye_) {
+    // close_notify ends the TLS session both ways for most peers: not before
+    // the peer closed its stream too (we still read until then).
+    if (close_after_flush_ && tls_ && tls_->handshake_done() && !tls_bye_ && !session_->reading_after_close()) {
         tls_->shutdown();
         tls_bye_ = true;
     }
@@ -441,7 +452,7 @@ void Stream::write_pending() {
     }
     write_now();
     drained();
-    if (close_after_flush_ && !writing_ && wpending_.empty()) shutdown("closed");
+    if (close_after_flush_ && !writing_ && wpending_.empty() && !session_->reading_after_close()) shutdown("closed");
 }
 
 void Stream::write_now() {
@@ -486,7 +497,7 @@ void Stream::write_cb(uv_write_t* req, int status) {
         return;
     }
     if (!s->wpending_.empty()) s->write_now();
-    else if (s->close_after_flush_) s->shutdown("closed");
+    else if (s->close_after_flush_ && !s->session_->reading_after_close()) s->shutdown("closed");
     s->drained(); // a no-op once closing
 }
 

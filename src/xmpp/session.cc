@@ -245,7 +245,7 @@ void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
         tap_->tap_in(std::string_view(data, len), now);
     TapCall c(*this);
     last_in_ = now;
-    if (state_ == State::Closed || state_ == State::TlsPending) return;
+    if ((state_ == State::Closed && !drain_in_) || state_ == State::TlsPending) return;
     feed(data, len);
     // Unrequested <a/> once per read that handled stanzas (XEP-0198 allows
     // it): the peer forgets them at once, so a crash here leaves it only the
@@ -259,6 +259,10 @@ void Session::sm_ack() {
 }
 
 void Session::feed(const char* data, std::size_t len) {
+    if (state_ == State::Closed) { // reading after our close: no restarts any more
+        if (drain_in_ && !parser_.feed(data, len).ok) drain_in_ = false;
+        return;
+    }
     while (len > 0 && state_ != State::Closed) {
         xml::FeedResult r = parser_.feed(data, len);
         if (!r.ok || !r.suspended || state_ == State::Closed) return;
@@ -436,7 +440,13 @@ bool Session::recv_header_initiator(const xml::StreamHeader& hdr) {
 }
 
 bool Session::on_element(const xml::Node& el) {
-    if (state_ == State::Closed) return false;
+    if (state_ == State::Closed) {
+        // We closed first (RFC 6120 §4.4): what the peer sent before it saw
+        // our end is still delivered; anything else is not answered any more.
+        if (drain_in_ && el.ns == ns::kServer && (el.name == "message" || el.name == "presence" || el.name == "iq"))
+            recv_stanza(el);
+        return drain_in_;
+    }
     if (el.ns == ns::kStream) {
         if (el.name == "error") {
             recv_stream_error(el);
@@ -512,7 +522,11 @@ bool Session::on_element(const xml::Node& el) {
 }
 
 void Session::on_stream_close() {
-    if (state_ == State::Closed) return;
+    if (state_ == State::Closed) {
+        if (drain_in_) log::debug(log_ctx_, "the peer closed its stream too");
+        drain_in_ = false;
+        return;
+    }
     CloseInfo info;
     info.by_peer = true;
     if (cfg_.role == Role::Initiator && state_ != State::Ready) {
@@ -532,6 +546,7 @@ void Session::on_stream_close() {
 }
 
 void Session::on_parse_error(xml::ParseError err, std::string_view detail) {
+    drain_in_ = false;
     fail(stream_error_for(err), detail);
 }
 
@@ -1235,6 +1250,10 @@ void Session::close() {
         // The peer can forget what we handled before it sees the end.
         if (sm_.in_active()) sm_ack();
         append("</stream:stream>");
+        // Stanzas already on their way are still read and delivered until the
+        // peer closes too, unless stream management has the peer send again
+        // what we did not acknowledge (handling them here would duplicate them).
+        drain_in_ = !sm_.in_active() && !in_.empty() && restart_ == Restart::None;
         sent_close_ = true;
     }
     CloseInfo info;

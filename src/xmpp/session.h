@@ -289,6 +289,9 @@ public:
     bool tls_active() const { return tls_.active; }
     const TlsState& tls() const { return tls_; }
     bool closed() const { return state_ == State::Closed; }
+    // Closed by us gracefully, and the peer has not closed yet: input is
+    // still read, and its stanzas delivered (RFC 6120 §4.4).
+    bool reading_after_close() const { return drain_in_; }
     bool ready() const { return state_ == State::Ready; }
     bool bidi() const { return bidi_; }
     const std::string& stream_id() const { return stream_id_; }
@@ -422,6 +425,7 @@ private:
     MuxHandler* mux_ = nullptr;
     bool dialback_offered_ = false;   // initiator: last features offered dialback
     bool sent_close_ = false;
+    bool drain_in_ = false;           // see reading_after_close()
     std::string external_tried_for_; // initiator: EXTERNAL failed for this domain
     std::string bidi_out_after_restart_; // receiver: reverse direction once the SASL restart is done
 

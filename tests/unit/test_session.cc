@@ -985,3 +985,32 @@ BOOST_AUTO_TEST_CASE(dead_peer_on_a_resumable_stream_drops_the_connection_silent
     BOOST_TEST(p.ih.closed->transport);
     BOOST_TEST(!has(take(p.init), "</stream:stream>")); // nothing that would end the session
 }
+
+BOOST_AUTO_TEST_CASE(after_our_close_the_peers_stanzas_in_flight_are_still_delivered) {
+    // RFC 6120 §4.4: the peer may send until it sees our </stream:stream>.
+    Pair p(initiator_cfg(), receiver_cfg(), tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    BOOST_REQUIRE(p.init.ready());
+    p.recv.close();
+    BOOST_TEST(p.recv.closed());
+    BOOST_TEST(p.recv.reading_after_close());
+    std::string bye = take(p.recv);
+    // Crossing on the wire: sent before the peer read our close.
+    p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='crossing'/>");
+    p.recv.on_bytes(take(p.init), 0);
+    BOOST_REQUIRE_EQUAL(p.rh.stanzas.size(), 1u);
+    BOOST_TEST(has(p.rh.stanzas[0], "crossing"));
+    BOOST_TEST(take(p.recv).empty()); // nothing is written after the close
+    p.init.on_bytes(bye, 0);
+    p.recv.on_bytes(take(p.init), 0); // the peer's </stream:stream>
+    BOOST_TEST(!p.recv.reading_after_close());
+    // With stream management the peer sends again what we did not
+    // acknowledge: nothing is read after the close (no duplicates).
+    Pair q(sm_cfg(initiator_cfg()), sm_cfg(receiver_cfg()), tls_with({"b.test"}), tls_with({"a.test"}));
+    q.run();
+    q.recv.close();
+    BOOST_TEST(!q.recv.reading_after_close());
+    q.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='crossing'/>");
+    q.recv.on_bytes(take(q.init), 0);
+    BOOST_TEST(q.rh.stanzas.empty());
+}

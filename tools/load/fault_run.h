@@ -83,7 +83,8 @@ struct FaultResult {
     std::string log_tail;                // on error
     bool dup_tolerated() const { return fault == Fault::Kill9; } // the receiving gateway died
     bool passed() const {
-        return error.empty() && lost == 0 && corrupt == 0 && (dup == 0 || dup_tolerated());
+        return error.empty() && lost == 0 && corrupt == 0 && (dup == 0 || dup_tolerated()) &&
+               a_invariant.rfind("VIOLATED", 0) != 0 && b_invariant.rfind("VIOLATED", 0) != 0;
     }
 };
 

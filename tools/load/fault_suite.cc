@@ -78,10 +78,10 @@ void print_table(const std::vector<FaultResult>& rs) {
     std::printf("(fly@f: sent and not yet accounted for when the fault was made; dlv+bnc: delivered AND bounced;\n"
                 " recover: fault -> first delivery of a stanza sent after it; settled: fault healed -> every\n"
                 " stanza accounted for; peak: VmRSS polled every 100 ms; dup*: tolerated, the receiving gateway\n"
-                " was killed (no XEP-0198 resumption yet))\n");
+                " was killed: it lost the state that resumption needs; acknowledgements in flight when it died)\n");
 }
 
-const char* kCounters[] = {"stanzas.accepted", "stanzas.delivered", "stanzas.in_flight", "stanzas.queued_now",
+const char* kCounters[] = {"stanzas.accepted", "streams.mux_resumed_total", "stanzas.in_flight", "stanzas.queued_now",
                            "stanzas.requeued", "stanzas.routed",    "stanzas.queued",    "stanzas.bounced",
                            "stanzas.dropped",  "mux.refused_in",    "mux.refused_out"};
 
@@ -101,8 +101,8 @@ void print_details(const std::vector<FaultResult>& rs) {
                                    r.first_corrupt.c_str());
         if (r.dup_bounces) std::printf("  bounced twice: %llu\n", static_cast<unsigned long long>(r.dup_bounces));
         if (r.dup) std::printf("  delivered twice: %llu (%s)\n", static_cast<unsigned long long>(r.dup),
-                               r.dup_tolerated() ? "tolerated: gateway B was killed; resumption (XEP-0198) will "
-                                                   "have to remove these"
+                               r.dup_tolerated() ? "tolerated: gateway B was killed with acknowledgements in "
+                                                   "flight; resumption needs the state it lost"
                                                  : "NOT tolerated");
         std::printf("  sink streams from gateway B: %llu opened, %llu closed during the run; RSS at start A %s, B %s "
                     "MiB\n",
