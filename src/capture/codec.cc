@@ -173,6 +173,7 @@ std::vector<std::string> encode_tls(const xmpp::TlsState& st) {
         encode_identity(t, "peer_", st.peer.identity);
     }
     if (!st.local.subject.empty() || !st.local.dns.empty()) encode_identity(t, "local_", st.local);
+    if (st.peer_expires_at != kNever) t.push_back(kv("peer_expires_at", std::int64_t(st.peer_expires_at)));
     return t;
 }
 
@@ -191,6 +192,7 @@ Result<xmpp::TlsState> decode_tls(const std::vector<std::string>& tokens) {
         st.peer.identity = decode_identity(r, "peer_");
     }
     st.local = decode_identity(r, "local_");
+    st.peer_expires_at = r.num<TimeMs>("peer_expires_at", kNever);
     if (!r.err.empty()) return make_error(r.err);
     return st;
 }

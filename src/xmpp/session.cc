@@ -337,10 +337,18 @@ bool Session::alive_checks() const {
            state_ != State::WaitHeader && state_ != State::TlsPending && (!in_.empty() || !out_pairs_.empty());
 }
 
+// A standard stream whose peer was authenticated by its certificate (a
+// multiplexed one removes expired certificates itself, name by name).
+bool Session::cert_reset_applies() const {
+    return state_ != State::Closed && !mux_enabled_ && tls_.peer.trusted && tls_.peer_expires_at != kNever &&
+           (sasl_done_ || bidi_);
+}
+
 TimeMs Session::next_deadline() const {
     TimeMs d = deadline_;
     if (mux_ && state_ != State::Closed) d = std::min(d, mux_->mux_deadline());
     if (state_ != State::Closed && !sent_close_) d = std::min(d, sm_due_);
+    if (cert_reset_applies()) d = std::min(d, tls_.peer_expires_at);
     if (alive_checks()) {
         if (cfg_.keepalive_ms) d = std::min(d, last_out_ + cfg_.keepalive_ms);
         if (cfg_.dead_peer_ms && mux_enabled_) d = std::min(d, last_in_ + cfg_.dead_peer_ms);
@@ -355,6 +363,13 @@ void Session::on_timer(TimeMs now) {
     if (mux_ && answer("mux-due", {}, now >= mux_->mux_deadline())) {
         callback("mux-timer");
         mux_->mux_timer(now);
+    }
+    if (cert_reset_applies() && now >= tls_.peer_expires_at) {
+        // RFC 6120 §13.7.2.3: the certificate this stream was authenticated
+        // with is no longer valid. Its stanzas go on a new stream (which
+        // needs a valid one).
+        fail(StreamError::Reset, fmt::format("the peer's certificate ({}) expired", tls_.peer.identity.subject));
+        return;
     }
     if (state_ != State::Closed && !sent_close_ && answer("sm-due", {}, now >= sm_due_)) {
         if (sm_.unacked()) sm_request();

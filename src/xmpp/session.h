@@ -76,6 +76,10 @@ struct TlsState {
     PeerCert peer;
     tls::Identity local;  // the certificate we presented (empty if none)
     std::string exporter; // RFC 9266 tls-exporter (32 bytes), TLS 1.3 only
+    // When the peer's certificate stops being valid, on the session's clock
+    // (the transport converts its notAfter): a standard stream authenticated
+    // with it is reset then (RFC 6120 §13.7.2.3). kNever: no such date.
+    TimeMs peer_expires_at = kNever;
 };
 
 struct SessionConfig {
@@ -400,6 +404,7 @@ private:
     TimeMs deadline_ = kNever;
     TimeMs last_in_ = 0, last_out_ = 0; // keepalive and dead-peer checks
     bool alive_checks() const;
+    bool cert_reset_applies() const;
 
     std::string out_;
     TlsState tls_;

@@ -1014,3 +1014,26 @@ BOOST_AUTO_TEST_CASE(after_our_close_the_peers_stanzas_in_flight_are_still_deliv
     q.recv.on_bytes(take(q.init), 0);
     BOOST_TEST(q.rh.stanzas.empty());
 }
+
+BOOST_AUTO_TEST_CASE(standard_stream_reset_when_the_peer_certificate_expires) {
+    // RFC 6120 §13.7.2.3, on a stream authenticated with SASL EXTERNAL.
+    TlsState recv_sees = tls_with({"a.test"});
+    recv_sees.peer_expires_at = 5000;
+    Pair p(initiator_cfg(), receiver_cfg(), tls_with({"b.test"}), recv_sees);
+    p.run();
+    BOOST_REQUIRE(p.recv.can_receive("a.test", "b.test"));
+    BOOST_TEST(p.recv.next_deadline() <= 5000);
+    p.recv.on_timer(4999);
+    BOOST_TEST(!p.rh.closed);
+    p.recv.on_timer(5000);
+    BOOST_REQUIRE(p.rh.closed);
+    BOOST_TEST(has(take(p.recv), "<reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"));
+    // A multiplexed stream removes expired certificates itself: not reset.
+    TlsState mux_sees = tls13_with({"a.test"});
+    mux_sees.peer_expires_at = 5000;
+    Pair q(resumable(initiator_cfg()), resumable(receiver_cfg()), tls13_with({"b.test"}), mux_sees);
+    q.run();
+    BOOST_REQUIRE(q.recv.mux_enabled());
+    q.recv.on_timer(6000);
+    BOOST_TEST(!q.rh.closed);
+}

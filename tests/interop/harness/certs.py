@@ -129,7 +129,8 @@ class Pki:
     def issue(self, domain: str, *, names: list[str] | None = None,
               ca: CertAuthority | None = None, expired: bool = False,
               srv_names: bool = True, xmpp_addr: bool = False,
-              tag: str = "", days: int = 365, starts_in_days: int = 0) -> DomainCert:
+              tag: str = "", days: int = 365, starts_in_days: int = 0,
+              expires_in_seconds: int | None = None) -> DomainCert:
         """Issue a server certificate for `domain`.
 
         names: dNSNames to put on it (default: [domain]); pass other names
@@ -142,6 +143,8 @@ class Pki:
         tag: file name suffix to keep several certificates for one domain.
         days: validity (from yesterday), e.g. a longer one for a renewal.
         starts_in_days: > 0 for a certificate that is not valid yet.
+        expires_in_seconds: a short-lived certificate, valid from yesterday
+            until this many seconds from now (certificate expiry mid-stream).
         """
         ca = ca or self.ca
         names = list(names) if names is not None else [domain]
@@ -152,6 +155,8 @@ class Pki:
             stem += "-expired"
         if starts_in_days > 0:
             stem += "-future"
+        if expires_in_seconds is not None:
+            stem += "-short"
         key = self.dir / f"{stem}.key"
         cert = self.dir / f"{stem}.crt"
         tmpl = self.dir / f"{stem}.tmpl"
@@ -173,6 +178,9 @@ class Pki:
         if expired:
             lines.append(f'activation_date = "{_date(now - _dt.timedelta(days=30))}"')
             lines.append(f'expiration_date = "{_date(now - _dt.timedelta(days=1))}"')
+        elif expires_in_seconds is not None:
+            lines.append(f'activation_date = "{_date(now - _dt.timedelta(days=1))}"')
+            lines.append(f'expiration_date = "{_date(now + _dt.timedelta(seconds=expires_in_seconds))}"')
         elif starts_in_days > 0:
             lines.append(f'activation_date = "{_date(now + _dt.timedelta(days=starts_in_days))}"')
             lines.append(f'expiration_date = "{_date(now + _dt.timedelta(days=starts_in_days + days))}"')
