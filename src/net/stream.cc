@@ -291,9 +291,10 @@ void Stream::on_read(const char* data, std::size_t len) {
         }
     }
     // We closed first and the peer has closed too: close_notify, then the
-    // transport goes (flush() does both once everything is written).
+    // transport goes (write_pending() does both once everything is
+    // written; not flush(): it would forget that we are on the dirty list).
     if (finished_ && close_after_flush_ && !session_->reading_after_close()) {
-        flush();
+        write_pending();
         return;
     }
     arm_timer();

@@ -1268,7 +1268,9 @@ void Session::close() {
         // Stanzas already on their way are still read and delivered until the
         // peer closes too, unless stream management has the peer send again
         // what we did not acknowledge (handling them here would duplicate them).
-        drain_in_ = !sm_.in_active() && !in_.empty() && restart_ == Restart::None;
+        // Not on a multiplexed stream either: refusing a stanza there means
+        // answering it, and nothing may follow our </stream:stream>.
+        drain_in_ = !sm_.in_active() && !mux_enabled_ && !in_.empty() && restart_ == Restart::None;
         sent_close_ = true;
     }
     CloseInfo info;

@@ -49,6 +49,12 @@ PAYLOAD = 4000            # body bytes per message
 RSS_BOUND = 12 * MiB
 
 
+def sanitized(binary) -> bool:
+    """Built with AddressSanitizer (its runtime is linked in statically)."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def rss(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -158,9 +164,15 @@ def main(t):
             assert st.get("streams.paused", 0) >= 1, f"no paused stream on A: {st}"
             assert fig["buffered_peak"] <= 4 * WRITE_BUFFER + 64 * 1024, \
                 f"A buffered {fig['buffered_peak']} bytes (mark {WRITE_BUFFER})"
-        with t.check(f"A's memory stayed below its baseline + {RSS_BOUND // MiB} MiB"):
-            grew = fig["rss_peak"] - fig["rss_before"]
-            assert grew <= RSS_BOUND, f"A grew by {grew / MiB:.1f} MiB while {pushed / MiB:.1f} MiB were pushed"
+        if sanitized(gwa.binary):
+            # AddressSanitizer keeps freed memory in quarantine (256 MiB), so
+            # RSS says nothing about what is live; the gateway's own count
+            # of buffered bytes (checked above) still does.
+            t.note("AddressSanitizer build: RSS bound not checked")
+        else:
+            with t.check(f"A's memory stayed below its baseline + {RSS_BOUND // MiB} MiB"):
+                grew = fig["rss_peak"] - fig["rss_before"]
+                assert grew <= RSS_BOUND, f"A grew by {grew / MiB:.1f} MiB while {pushed / MiB:.1f} MiB were pushed"
     finally:
         os.kill(gwb.proc.pid, signal.SIGCONT)
 
