@@ -111,6 +111,7 @@ std::vector<std::string> encode_config(const xmpp::SessionConfig& c) {
     t.push_back(kvb("stream_mgmt", c.stream_mgmt));
     t.push_back(kv("ack_delay_ms", std::uint64_t(c.ack_delay_ms)));
     t.push_back(kv("max_unacked_bytes", std::uint64_t(c.max_unacked_bytes)));
+    t.push_back(kvb("ack_after_forward", c.ack_after_forward));
     t.push_back(kv("resume_max_s", std::uint64_t(c.resume_max_s)));
     if (!c.resume_previd.empty()) {
         t.push_back(kv("resume_previd", c.resume_previd));
@@ -152,6 +153,7 @@ Result<xmpp::SessionConfig> decode_config(const std::vector<std::string>& tokens
     c.stream_mgmt = r.flag("stream_mgmt", c.stream_mgmt);
     c.ack_delay_ms = r.num<TimeMs>("ack_delay_ms", c.ack_delay_ms);
     c.max_unacked_bytes = r.num<std::size_t>("max_unacked_bytes", c.max_unacked_bytes);
+    c.ack_after_forward = r.flag("ack_after_forward", c.ack_after_forward);
     c.resume_max_s = r.num<std::uint32_t>("resume_max_s", c.resume_max_s);
     c.resume_previd = r.str("resume_previd");
     c.resume_h = r.num<std::uint32_t>("resume_h", c.resume_h);

@@ -200,6 +200,20 @@ private:
             xmpp::StreamError e;
             if (!xmpp::parse_stream_error(arg(0), e)) return fail_at(r, "unknown stream error condition");
             s.close(e, arg(1));
+        } else if (r.name == "abandon") {
+            s.abandon(arg(0));
+        } else if (r.name == "stanzas-done") {
+            std::vector<std::uint32_t> seqs;
+            std::string_view t = arg(0);
+            while (!t.empty()) {
+                std::uint32_t v = 0;
+                auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+                if (ec != std::errc()) return fail_at(r, "bad stanza numbers");
+                seqs.push_back(v);
+                t.remove_prefix(static_cast<std::size_t>(p - t.data()));
+                if (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+            }
+            s.stanzas_done(seqs.data(), seqs.size());
         } else if (r.name == "limits") {
             std::uint64_t v[5];
             for (std::size_t i = 0; i < 5; ++i) {

@@ -162,6 +162,9 @@ void Gateway::stop() {
     // resumption), then close every stream.
     while (!parked_.empty()) drop_parked(parked_.begin(), "gateway shutting down");
     for (auto& [key, r] : routes_) fail_queue(r, StanzaError::RemoteServerTimeout, "gateway shutting down");
+    // Write what is pending first: stanzas that leave now are acknowledged
+    // to their senders in the final <a/> of the streams closed below.
+    flush_dirty();
     std::vector<Stream*> all;
     for (auto& [id, s] : streams_) all.push_back(s);
     for (Stream* s : all) {
@@ -201,7 +204,10 @@ xmpp::SessionConfig Gateway::session_config(StreamKind kind, std::string_view fr
     // bounce on its own what we did not acknowledge yet.
     c.stream_mgmt = cfg_.sm_enabled && kind != StreamKind::InnerIn && kind != StreamKind::VerifyOut;
     c.max_unacked_bytes = cfg_.sm_max_unacked_bytes;
-    if (kind == StreamKind::OuterIn || kind == StreamKind::OuterOut) c.resume_max_s = cfg_.sm_resume_s;
+    if (kind == StreamKind::OuterIn || kind == StreamKind::OuterOut) {
+        c.resume_max_s = cfg_.sm_resume_s;
+        c.ack_after_forward = true;
+    }
     c.from = std::string(from);
     c.to = std::string(to);
     bool have_cert = certs_.any() != nullptr;
@@ -320,6 +326,13 @@ void Gateway::stream_verify_answer(Stream& s, std::string_view from, std::string
 
 void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) {
     ++stats_.stanzas_accepted;
+    // Whoever takes the stanza (a stream, a queue, a bounce) takes this too.
+    struct OriginScope {
+        net::StanzaOrigin& slot;
+        net::StanzaOrigin saved;
+        OriginScope(net::StanzaOrigin& s, net::StanzaOrigin o) : slot(s), saved(std::exchange(s, o)) {}
+        ~OriginScope() { slot = saved; }
+    } scope(origin_, {r.sm_seq ? s.id() : 0, r.sm_seq});
     if (r.to_domain.empty()) {
         bounce(r.head, StanzaError::JidMalformed, fmt::format("malformed 'to' address '{}'", r.head.to));
         return;
@@ -346,6 +359,7 @@ void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRo
     default:
         log::warn(s.session().log_context(), "unexpected stanza on a {} stream dropped", net::to_string(s.kind()));
         ++stats_.stanzas_dropped;
+        origin_done(std::exchange(origin_, {}));
         return;
     }
     Stream* outer = std::exchange(current_source_, &s);
@@ -429,6 +443,24 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     requeue_unacked(s);
 }
 
+void Gateway::origin_done(net::StanzaOrigin o) {
+    if (!o.stream) return;
+    if (auto it = streams_.find(o.stream); it != streams_.end() && !it->second->finished())
+        it->second->session().stanzas_done(&o.seq, 1);
+}
+
+void Gateway::stream_forwarded(const std::vector<net::StanzaOrigin>& done) {
+    // In runs from the same source: one acknowledgement per run.
+    std::vector<std::uint32_t> seqs;
+    for (std::size_t i = 0; i < done.size();) {
+        const std::uint64_t src = done[i].stream;
+        seqs.clear();
+        for (; i < done.size() && done[i].stream == src; ++i) seqs.push_back(done[i].seq);
+        if (auto it = streams_.find(src); it != streams_.end() && !it->second->finished())
+            it->second->session().stanzas_done(seqs.data(), seqs.size());
+    }
+}
+
 TimeMs Gateway::backoff(int failures) {
     TimeMs d = std::min<TimeMs>(60000, 1000LL << std::clamp(failures - 1, 0, 6));
     return d / 2 + static_cast<TimeMs>(rng_() % static_cast<std::uint32_t>(d / 2 + 1));
@@ -478,6 +510,7 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
         auto& sess = r.ready->session();
         if (el) sess.send_stanza(*el);
         else sess.send_stanza_raw(raw);
+        r.ready->note_origin(std::exchange(origin_, {}));
         ++r.sent;
         ++stats_.stanzas_routed;
         Stream* dest = r.ready; // still allocated if the write below fails and unbinds it
@@ -502,6 +535,7 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
 
 void Gateway::enqueue(Route& r, const xml::Node* el, std::string_view raw, const xmpp::StanzaHead& head) {
     r.queue.push_back(make_queued(el, raw, head));
+    origin_ = {}; // the queue has it now
     ++stats_.stanzas_queued;
 }
 
@@ -523,6 +557,7 @@ Gateway::Queued Gateway::make_queued(const xml::Node* el, std::string_view raw, 
     q.id = head.id;
     q.type = head.type;
     q.at = static_cast<TimeMs>(uv_now(loop_));
+    q.origin = origin_;
     return q;
 }
 
@@ -536,7 +571,9 @@ void Gateway::requeue(std::string bytes, const std::string& ctx) {
     std::string err;
     bool ok = xml::for_each_element(bytes, [&](const xml::Node& el) {
         xmpp::StanzaHead h{el.name, el.attr("from"), el.attr("to"), el.attr("id"), el.attr("type")};
-        by_route[{xmpp::jid_domain(h.from), xmpp::jid_domain(h.to)}].push_back(make_queued(&el, {}, h));
+        Queued q = make_queued(&el, {}, h);
+        q.origin = {}; // ours to send again; nobody waits for it
+        by_route[{xmpp::jid_domain(h.from), xmpp::jid_domain(h.to)}].push_back(std::move(q));
         ++n;
     }, &err);
     if (!ok) // our own serialization: cannot happen; say so loudly if it does
@@ -569,6 +606,7 @@ void Gateway::flush_queue(Route& r) {
     while (!r.queue.empty() && sess.can_send(r.from, r.to)) {
         stats_.queue_wait.observe_ms(now - r.queue.front().at);
         sess.send_stanza_raw(r.queue.front().xml);
+        r.ready->note_origin(r.queue.front().origin);
         r.queue.pop_front();
         ++r.sent;
         ++stats_.stanzas_routed;
@@ -582,17 +620,23 @@ void Gateway::fail_queue(Route& r, StanzaError cond, const std::string& reason) 
     std::deque<Queued> q;
     q.swap(r.queue);
     queue_shrunk(r);
+    const net::StanzaOrigin saved = origin_;
     for (const Queued& s : q) {
         xmpp::StanzaHead h{s.name, s.from, s.to, s.id, s.type};
         std::string_view payload;
         if (s.payload_end > s.payload_begin)
             payload = std::string_view(s.xml).substr(s.payload_begin, s.payload_end - s.payload_begin);
+        origin_ = s.origin;
         bounce(h, cond, reason, payload);
     }
+    origin_ = saved;
 }
 
 void Gateway::bounce(const xmpp::StanzaHead& head, StanzaError cond, std::string_view text, std::string_view payload,
                      std::optional<bool> to_local_server) {
+    // The stanza is answered (or dropped): it has left; its error is a new
+    // stanza nobody waits for.
+    origin_done(std::exchange(origin_, {}));
     if (!xmpp::may_bounce(head)) {
         ++stats_.stanzas_dropped;
         log::info(kCtx, "dropped <{} type='{}'/> from {} to {} ({}): errors are never answered", head.name,
@@ -737,6 +781,9 @@ std::size_t Gateway::queued_stanzas() const {
 void Gateway::drain() {
     if (stopping_ || draining_) return;
     draining_ = true;
+    // Broken streams are not resumed any more: their stanzas join the queues
+    // (and go out on other streams, or are bounced at the deadline).
+    while (!parked_.empty()) drop_parked(parked_.begin(), "draining");
     // No new remote streams; the inner listener stays open so the local
     // server can still verify the dialback keys of streams that deliver
     // what is queued (bounces included).

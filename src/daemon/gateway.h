@@ -120,6 +120,7 @@ private:
         std::string name, from, to, id, type;
         TimeMs at = 0;
         std::size_t payload_begin = 0, payload_end = 0; // inner XML inside `xml`
+        net::StanzaOrigin origin;  // whom to tell once it left
     };
     struct Route {
         std::string from, to;
@@ -165,6 +166,11 @@ private:
     xmpp::ResumeState* stream_resume(net::Stream& s, std::string_view previd) override;
     void stream_resumed(net::Stream& s) override;
     void stream_resume_failed(net::Stream& s, std::string_view previd) override;
+    // A stanza from a stream-managed stream is acknowledged to its sender
+    // only once it left: written onward (stream_forwarded), bounced or
+    // dropped (origin_done). origin_ is the one being handled right now.
+    void stream_forwarded(const std::vector<net::StanzaOrigin>& done) override;
+    void origin_done(net::StanzaOrigin o);
 
     // admin::Backend (gateway_admin.cc)
     void domains(admin::Done done) override;
@@ -325,6 +331,7 @@ private:
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> stream_routes_; // routes a stream is ready/pending for
     std::unordered_map<std::string, std::uint64_t> outgoing_by_target_;   // "addr:port" -> outer-out stream id
     std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
+    net::StanzaOrigin origin_;
     std::uint64_t next_id_ = 1;
     std::minstd_rand rng_{std::random_device{}()};
     GatewayStats stats_;

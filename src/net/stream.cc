@@ -462,8 +462,18 @@ void Stream::write_pending() {
     if (close_after_flush_ && !writing_ && wpending_.empty() && !session_->reading_after_close()) shutdown("closed");
 }
 
+void Stream::report_origins(std::vector<StanzaOrigin>& v) {
+    if (v.empty()) return;
+    std::vector<StanzaOrigin> done;
+    done.swap(v);
+    ctx_.owner->stream_forwarded(done);
+}
+
 void Stream::write_now() {
     if (writing_ || wpending_.empty() || !tcp_ || closing_) return;
+    // The stanzas noted so far are in wpending_ once the session's output
+    // (and TLS's) has all moved there.
+    const bool covered = session_->out().empty() && (!tls_ || tls_->outbound().empty());
     uv_buf_t b = uv_buf_init(wpending_.data(), static_cast<unsigned>(wpending_.size()));
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &b, 1);
     if (n > 0) {
@@ -471,6 +481,7 @@ void Stream::write_now() {
         ctx_.totals[index(kind_)].bytes_out += static_cast<std::uint64_t>(n);
         if (static_cast<std::size_t>(n) == wpending_.size()) {
             wpending_.clear();
+            if (covered) report_origins(origins_);
             return;
         }
         wpending_.erase(0, static_cast<std::size_t>(n));
@@ -480,6 +491,7 @@ void Stream::write_now() {
     }
     winflight_.swap(wpending_);
     wpending_.clear();
+    if (covered) origins_inflight_.swap(origins_);
     b = uv_buf_init(winflight_.data(), static_cast<unsigned>(winflight_.size()));
     write_req_.data = this;
     int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(tcp_), &b, 1, write_cb);
@@ -498,6 +510,7 @@ void Stream::write_cb(uv_write_t* req, int status) {
         s->ctx_.totals[index(s->kind_)].bytes_out += s->winflight_.size();
     }
     s->winflight_.clear();
+    s->report_origins(s->origins_inflight_);
     if (s->closing_) return;
     if (status < 0) {
         s->fail_transport(fmt::format("write failed: {}", uv_strerror(status)), xmpp::StanzaError::RemoteServerTimeout);
@@ -646,6 +659,10 @@ void Stream::shutdown(std::string_view why) {
         in_dirty_ = false;
     }
     leave_backpressure();
+    // What was still to be written is lost with the connection; waiting
+    // longer would not bring it back.
+    report_origins(origins_inflight_);
+    report_origins(origins_);
     if (tcp_) {
         uv_close(reinterpret_cast<uv_handle_t*>(tcp_), tcp_close_cb);
         tcp_ = nullptr;

@@ -40,6 +40,14 @@ inline bool is_outgoing(StreamKind k) {
 
 class Stream;
 
+// A received stanza whose sender waits for it to leave before it is
+// acknowledged (xmpp::SessionConfig::ack_after_forward): the stream it came
+// from and its number there.
+struct StanzaOrigin {
+    std::uint64_t stream = 0; // 0: nobody waits
+    std::uint32_t seq = 0;
+};
+
 class StreamOwner {
 public:
     virtual ~StreamOwner() = default;
@@ -62,6 +70,9 @@ public:
     virtual xmpp::ResumeState* stream_resume(Stream&, std::string_view /*previd*/) { return nullptr; }
     virtual void stream_resumed(Stream&) {}
     virtual void stream_resume_failed(Stream&, std::string_view /*previd*/) {}
+    // The bytes of these stanzas were handed to the kernel on some stream
+    // (or it closed with them: nothing more can be done for them here).
+    virtual void stream_forwarded(const std::vector<StanzaOrigin>&) {}
     // The stream is finished (session closed, connect failed, transport
     // error). Forget the pointer: the stream frees itself once its handles
     // are closed.
@@ -130,6 +141,12 @@ public:
     void write_pending();
     // Close now (after flushing what is pending); owner is not notified again.
     void shutdown(std::string_view why);
+
+    // A stanza just written to this stream's session came from `o`: it is
+    // reported (stream_forwarded) once its bytes are written to the socket.
+    void note_origin(StanzaOrigin o) {
+        if (o.stream) origins_.push_back(o);
+    }
 
     // Bytes queued toward the socket (backpressure figure).
     std::size_t write_backlog() const { return wpending_.size() + winflight_.size(); }
@@ -231,6 +248,9 @@ private:
     TimeMs timer_due_ = kNever;
     TimeMs close_deadline_ = kNever;
 
+    std::vector<StanzaOrigin> origins_;          // noted, not in a write yet
+    std::vector<StanzaOrigin> origins_inflight_; // their bytes are in the write in flight
+    void report_origins(std::vector<StanzaOrigin>& v);
     std::string wpending_;          // ciphertext/plaintext waiting for the socket
     std::string winflight_;         // buffer owned by the in-flight uv_write
     std::string plain_scratch_;     // decrypted bytes of one read

@@ -250,12 +250,35 @@ void Session::on_bytes(const char* data, std::size_t len, TimeMs now) {
     // Unrequested <a/> once per read that handled stanzas (XEP-0198 allows
     // it): the peer forgets them at once, so a crash here leaves it only the
     // last read's worth to send again (duplicates), not a whole <r/> window.
-    if (sm_.in_active() && sm_.h_in() != sm_acked_h_ && state_ != State::Closed && !sent_close_) sm_ack();
+    if (sm_.in_active() && reported_h() != sm_acked_h_ && state_ != State::Closed && !sent_close_) sm_ack();
 }
 
 void Session::sm_ack() {
-    append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", sm_.h_in()));
-    sm_acked_h_ = sm_.h_in();
+    const std::uint32_t h = reported_h();
+    append(fmt::format("<a xmlns='urn:xmpp:sm:3' h='{}'/>", h));
+    sm_acked_h_ = h;
+}
+
+std::uint32_t Session::hold_push() {
+    if (!cfg_.ack_after_forward || !sm_.in_active()) return 0;
+    hold_.push_back(false);
+    return sm_.h_in();
+}
+
+void Session::stanzas_done(const std::uint32_t* seqs, std::size_t n) {
+    std::string list; // for a capture only: the numbers, space-separated
+    if (tap_) [[unlikely]]
+        for (std::size_t i = 0; i < n; ++i) list += (i ? " " : "") + std::to_string(seqs[i]);
+    TapCall c(*this, "stanzas-done", {list});
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t idx = seqs[i] - hold_base_; // wraps with the counter
+        if (idx < hold_.size()) hold_[idx] = true;
+    }
+    while (!hold_.empty() && hold_.front()) {
+        hold_.pop_front();
+        ++hold_base_;
+    }
+    if (sm_.in_active() && reported_h() != sm_acked_h_ && state_ != State::Closed && !sent_close_) sm_ack();
 }
 
 void Session::feed(const char* data, std::size_t len) {
@@ -891,6 +914,7 @@ void Session::recv_stanza(const xml::Node& el) {
     // Handled from here on, whatever happens to it (delivered, refused,
     // bounced): the peer must not send it again.
     sm_.received();
+    const std::uint32_t seq = hold_push();
     StanzaRoute r;
     r.head.name = el.name;
     r.head.from = el.attr("from");
@@ -925,6 +949,7 @@ void Session::recv_stanza(const xml::Node& el) {
         if (!ok) {
             callback("mux-refuse", {r.from_domain, r.to_domain, reason});
             mux_->mux_refuse(el, r, reason);
+            if (seq) stanzas_done(&seq, 1);
             return;
         }
     } else if (r.to_domain.empty() || !can_receive(r.from_domain, r.to_domain)) {
@@ -943,6 +968,7 @@ void Session::recv_stanza(const xml::Node& el) {
         }
     }
     ++stanzas_in_;
+    r.sm_seq = seq;
     callback("stanza", {r.from_domain, r.to_domain});
     host_.session_stanza(el, r);
 }
@@ -1139,6 +1165,8 @@ void Session::adopt(ResumeState& st, std::uint32_t peer_h) {
     st.sm = StreamMgmt{};
     sm_resume_id_ = st.id;
     sm_acked_h_ = sm_.h_in();
+    hold_.clear();
+    hold_base_ = sm_.h_in() + 1;
     // Everything the peer did not get goes again, in order, before anything new.
     auto again = sm_.unacked_stanzas();
     for (std::string_view x : again) append(x);
@@ -1227,6 +1255,8 @@ void Session::fail(StreamError cond, std::string_view text, StanzaError bounce) 
         if (stream_id_.empty()) stream_id_ = answer("stream-id", {}, random_stream_id());
         send_header();
     }
+    // What we handled, first: the peer need not send it again elsewhere.
+    if (sm_.in_active() && header_sent_ && !sent_close_) sm_ack();
     std::string e;
     write_stream_error(e, cond, text);
     e += "</stream:stream>";

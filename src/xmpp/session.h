@@ -26,6 +26,7 @@
 #include "xmpp/stream_mgmt.h"
 
 #include <cstdint>
+#include <deque>
 #include <set>
 #include <string>
 #include <string_view>
@@ -130,6 +131,10 @@ struct SessionConfig {
     // a broken stream's state is kept for the initiator to resume it (0: no
     // resumption). Initiator: resume this stream (previd) instead of
     // enabling multiplexing anew; the host holds its state.
+    // Acknowledge a received stanza only once the host says it left
+    // (stanzas_done()): a crash of this process then cannot lose what the
+    // peer already forgot; it sends it again instead.
+    bool ack_after_forward = false;
     std::uint32_t resume_max_s = 0;
     std::string resume_previd;
     std::uint32_t resume_h = 0; // stanzas we had received on it
@@ -172,6 +177,8 @@ struct StanzaRoute {
     StanzaHead head;
     std::string_view from_domain;
     std::string_view to_domain;
+    // ack_after_forward: its number, for stanzas_done() (0: nothing to report).
+    std::uint32_t sm_seq = 0;
 };
 
 // The multiplexing extension, once enabled on the stream (mux::MuxSession).
@@ -316,6 +323,9 @@ public:
     // with an id can be resumed: take_resume_state() hands its state over.
     const std::string& resume_id() const { return sm_resume_id_; }
     ResumeState take_resume_state();
+    // ack_after_forward: these received stanzas (StanzaRoute::sm_seq) left
+    // the host (written onward, bounced or dropped); acknowledged now.
+    void stanzas_done(const std::uint32_t* seqs, std::size_t n);
     // Close without a byte more (a dead connection the peer will resume):
     // reported as a transport failure.
     void abandon(std::string_view why);
@@ -422,6 +432,11 @@ private:
     bool sm_offered_ = false;         // receiver: we offered <sm/>; initiator: the peer did
     StreamMgmt sm_;
     std::uint32_t sm_acked_h_ = 0;    // the h of our last <a/>
+    // ack_after_forward: received stanzas from hold_base_ on, done or not.
+    std::deque<bool> hold_;
+    std::uint32_t hold_base_ = 1;
+    std::uint32_t hold_push();        // a new stanza: its number
+    std::uint32_t reported_h() const { return hold_.empty() ? sm_.h_in() : hold_base_ - 1; }
     std::string sm_resume_id_;        // resumable under this id
     bool resuming_ = false;           // initiator: <resume/> sent, waiting for the answer
     bool features_mux_ = false;       // initiator: the post-SASL features offered <mux/>

@@ -57,7 +57,9 @@ struct Host : SessionHost {
         xml::serialize(s, el);
         stanzas.push_back(s);
         stanza_domains.emplace_back(std::string(r.from_domain), std::string(r.to_domain));
+        seqs.push_back(r.sm_seq);
     }
+    std::vector<std::uint32_t> seqs; // StanzaRoute::sm_seq of each
     void session_closed(const CloseInfo& info) override { closed = info; }
     ResumeState* resume_state = nullptr; // what session_resume() hands over
     int mux_enabled = 0, resumed = 0, resume_failed = 0;
@@ -1036,4 +1038,29 @@ BOOST_AUTO_TEST_CASE(standard_stream_reset_when_the_peer_certificate_expires) {
     BOOST_REQUIRE(q.recv.mux_enabled());
     q.recv.on_timer(6000);
     BOOST_TEST(!q.rh.closed);
+}
+
+BOOST_AUTO_TEST_CASE(ack_after_forward_acknowledges_only_what_left) {
+    SessionConfig rc = sm_cfg(receiver_cfg());
+    rc.ack_after_forward = true;
+    Pair p(sm_cfg(initiator_cfg()), rc, tls_with({"b.test"}), tls_with({"a.test"}));
+    p.run();
+    for (int i = 1; i <= 3; ++i)
+        p.init.send_stanza_raw("<message from='u@a.test' to='v@b.test' id='m" + std::to_string(i) + "'/>");
+    p.init.send_raw("<r xmlns='urn:xmpp:sm:3'/>");
+    p.recv.on_bytes(take(p.init), 0);
+    BOOST_REQUIRE_EQUAL(p.rh.seqs.size(), 3u);
+    BOOST_TEST(p.rh.seqs[0] == 1u);
+    BOOST_TEST(p.rh.seqs[2] == 3u);
+    BOOST_TEST(has(take(p.recv), "h='0'")); // handled, but none has left yet
+    std::uint32_t first_and_last[] = {1, 3};
+    p.recv.stanzas_done(first_and_last, 2);
+    std::string a = take(p.recv);
+    BOOST_TEST(has(a, "<a xmlns='urn:xmpp:sm:3' h='1'/>")); // 2 still inside: 3 is not acknowledged
+    std::uint32_t second = 2;
+    p.recv.stanzas_done(&second, 1);
+    a = take(p.recv);
+    BOOST_TEST(has(a, "<a xmlns='urn:xmpp:sm:3' h='3'/>"));
+    p.init.on_bytes(a, 0);
+    BOOST_TEST(p.init.sm().unacked() == 0u);
 }
