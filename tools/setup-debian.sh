@@ -11,6 +11,7 @@ packages=(
   # tests and demo: real servers, DNS, clients, certificates
   prosody ejabberd python3 python3-slixmpp python3-prometheus-client dnsmasq-base gnutls-bin lua-unbound
   systemd  # systemd-analyze checks the unit file
+  haproxy  # the load benchmark's TLS relay baseline (s2smux-load --mode all)
   # sanitizers and fuzzing
   clang-14 libclang-rt-14-dev
 )
@@ -29,7 +30,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# Debian's prosody/ejabberd packages try to start system services; a policy
+# Debian's prosody/ejabberd/haproxy packages try to start system services; a policy
 # that forbids it keeps the machine clean (the tests start private instances).
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
@@ -39,7 +40,7 @@ fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Stop system instances if a service manager started them anyway.
-for svc in prosody ejabberd; do
+for svc in prosody ejabberd haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
   fi

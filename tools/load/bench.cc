@@ -1,6 +1,7 @@
 #include "tools/load/bench.h"
 
 #include "common/log.h"
+#include "tools/load/haproxy_process.h"
 
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -34,7 +35,14 @@ double percentile_ms(const std::vector<std::uint64_t>& sorted, double q) {
 
 } // namespace
 
-const char* to_string(Mode m) { return m == Mode::Direct ? "direct" : "gateway"; }
+const char* to_string(Mode m) {
+    switch (m) {
+    case Mode::Direct: return "direct";
+    case Mode::Gateway: return "gateway";
+    case Mode::Haproxy: return "haproxy";
+    }
+    return "?";
+}
 
 Bench::Bench(const Env& env, BenchOptions opts) : env_(env), o_(std::move(opts)) {
     uv_loop_init(&loop_);
@@ -63,7 +71,9 @@ xmpp::SessionConfig Bench::generator_config() const {
         c.verify_peer = false;
         c.use_external = false;
     } else {
-        // Must satisfy the sink exactly as s2smuxd's outer-out does.
+        // Must satisfy the sink exactly as s2smuxd's outer-out does. Through
+        // haproxy the same, over direct TLS (the sink sees haproxy's a.test
+        // client certificate).
         c.tls_policy = xmpp::TlsPolicy::Required;
         c.verify_peer = true;
         c.use_dialback = false;
@@ -86,7 +96,7 @@ xmpp::SessionConfig Bench::sink_config() const {
 // ----------------------------------------------------------------- run
 
 BenchResult Bench::run() {
-    res_.gateway = o_.mode == Mode::Gateway;
+    res_.hop = has_hop();
     lat_ns_.reserve(o_.stanzas);
 
     uv_tcp_init(&loop_, &listener_);
@@ -110,17 +120,25 @@ BenchResult Bench::run() {
     sink_port_ = ntohs(addr.sin_port);
 
     std::uint16_t target_port = sink_port_;
-    if (o_.mode == Mode::Gateway) {
-        GatewayParams gp{env_.s2smuxd, env_.certs_dir, env_.work_dir, sink_port_};
-        if (auto r = gw_.start(gp); !r) {
-            res_.error = r.error();
+    if (has_hop()) {
+        Result<void> started;
+        if (o_.mode == Mode::Gateway) {
+            started = gw_.start(GatewayParams{env_.s2smuxd, env_.certs_dir, env_.work_dir, sink_port_});
+            target_port = gw_.inner_port();
+        } else if (auto port = start_haproxy(gw_, HaproxyParams{env_.haproxy, env_.certs_dir, env_.work_dir,
+                                                                 sink_port_})) {
+            target_port = *port;
+        } else {
+            started = make_error(port.error());
+        }
+        if (!started) {
+            res_.error = started.error();
             res_.gateway_log = gw_.log_tail();
             uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
             uv_run(&loop_, UV_RUN_DEFAULT);
             uv_loop_close(&loop_);
             return res_;
         }
-        target_port = gw_.inner_port();
     }
 
     uv_prepare_init(&loop_, &prepare_);
@@ -137,7 +155,9 @@ BenchResult Bench::run() {
     route::Target t;
     t.address = "127.0.0.1";
     t.port = target_port;
-    t.source = o_.mode == Mode::Gateway ? "s2smuxd inner" : "sink";
+    t.source = o_.mode == Mode::Gateway ? "s2smuxd inner" : o_.mode == Mode::Haproxy ? "haproxy" : "sink";
+    // A TLS-terminating TCP proxy cannot pass STARTTLS: direct TLS (XEP-0368).
+    t.direct_tls = o_.mode == Mode::Haproxy;
     // UpstreamOut presents no client certificate; OuterOut presents a.test's (for EXTERNAL).
     auto kind = o_.mode == Mode::Gateway ? net::StreamKind::UpstreamOut : net::StreamKind::OuterOut;
     gen_ = net::Stream::connect(ctx_, kind, generator_config(), {t}, next_id_++, 10000);
@@ -151,14 +171,14 @@ BenchResult Bench::run() {
         if (res_.error.empty()) res_.error = "event loop closed with open handles";
     }
     res_.ok = res_.error.empty();
-    if (!res_.ok && o_.mode == Mode::Gateway) res_.gateway_log = gw_.log_tail();
+    if (!res_.ok && has_hop()) res_.gateway_log = gw_.log_tail();
     return res_;
 }
 
 void Bench::on_accept() {
     if (phase_ >= Phase::Draining) return;
     net::Stream* s = net::Stream::accept(ctx_, reinterpret_cast<uv_stream_t*>(&listener_), net::StreamKind::OuterIn,
-                                         false, sink_config(), next_id_++);
+                                         o_.mode == Mode::Haproxy, sink_config(), next_id_++);
     if (s) sinks_.push_back(s);
 }
 
@@ -211,10 +231,10 @@ void Bench::stream_closed(net::Stream& s, const xmpp::CloseInfo& info) {
     std::erase(sinks_, &s);
     if (phase_ >= Phase::Draining) return;
     std::string why = fmt::format("{} stream closed during the run: {}", was_gen ? "generator" : "sink", info.reason);
-    if (o_.mode == Mode::Gateway) {
+    if (has_hop()) {
         // A dead daemon resets its sockets just before it can be reaped: name the real cause.
         for (int i = 0; i < 20 && !gw_.poll_exit(); ++i) uv_sleep(10);
-        if (gw_.poll_exit()) why = fmt::format("s2smuxd died during the run ({}); {}", gw_.exit_text(), why);
+        if (gw_.poll_exit()) why = fmt::format("{} died during the run ({}); {}", gw_.name(), gw_.exit_text(), why);
     }
     fail(std::move(why));
 }
@@ -252,7 +272,7 @@ void Bench::begin_measure() {
     phase_ = Phase::Measure;
     tool_cpu0_ = self_cpu_s();
     machine_cpu0_ = machine_busy_cpu_s();
-    if (o_.mode == Mode::Gateway) {
+    if (has_hop()) {
         auto st = read_proc_stats(gw_.pid());
         if (!st) return fail(st.error());
         gw_cpu0_ = st->cpu_s;
@@ -266,7 +286,7 @@ void Bench::finish_measure() {
     res_.tool_cpu_s = self_cpu_s() - tool_cpu0_;
     const double machine = machine_busy_cpu_s() - machine_cpu0_;
     res_.wire_bytes = sink_bytes_in() - wire0_;
-    if (o_.mode == Mode::Gateway) {
+    if (has_hop()) {
         auto st = read_proc_stats(gw_.pid());
         if (!st) return fail(st.error());
         res_.gw_cpu_s = st->cpu_s - gw_cpu0_;
@@ -282,6 +302,10 @@ void Bench::finish_measure() {
     res_.p99_ms = percentile_ms(lat_ns_, 0.99);
     res_.p999_ms = percentile_ms(lat_ns_, 0.999);
     res_.max_ms = lat_ns_.empty() ? 0 : static_cast<double>(lat_ns_.back()) / 1e6;
+    if (gen_) {
+        const auto& tls = gen_->session().tls();
+        res_.gen_tls = tls.active ? fmt::format("{} {}", tls.version, tls.cipher) : "none";
+    }
     if (!sinks_.empty()) {
         const auto& tls = sinks_.front()->session().tls();
         res_.sink_tls = fmt::format("{} {}, {}", tls.version, tls.cipher, sink_auth_);
@@ -289,7 +313,7 @@ void Bench::finish_measure() {
     if (o_.progress)
         std::fprintf(stderr, "[%s] done: %llu stanzas in %.2f s\n", to_string(o_.mode),
                      static_cast<unsigned long long>(res_.stanzas), res_.seconds);
-    // Close gracefully: generator first; s2smuxd gets SIGTERM from tick().
+    // Close gracefully: generator first; the hop gets its stop signal from tick().
     phase_ = Phase::Draining;
     drain_start_ns_ = uv_hrtime();
     if (gen_) gen_->session().close();
@@ -311,8 +335,8 @@ void Bench::fail(std::string why) {
 
 void Bench::tick() {
     std::uint64_t now = uv_hrtime();
-    if (o_.mode == Mode::Gateway && gw_.poll_exit() && phase_ < Phase::Draining) {
-        fail(fmt::format("s2smuxd died during the run ({})", gw_.exit_text()));
+    if (has_hop() && gw_.poll_exit() && phase_ < Phase::Draining) {
+        fail(fmt::format("{} died during the run ({})", gw_.name(), gw_.exit_text()));
         return;
     }
     if (phase_ < Phase::Draining) {
@@ -336,7 +360,7 @@ void Bench::tick() {
     }
     if (phase_ != Phase::Draining) return;
     const double waited = static_cast<double>(now - drain_start_ns_) / 1e9;
-    if (o_.mode == Mode::Gateway) {
+    if (has_hop()) {
         if (!term_sent_ && (!gen_ || waited >= kTermAfterS)) {
             gw_.terminate();
             term_sent_ = true;
@@ -344,13 +368,13 @@ void Bench::tick() {
         if (!gw_.poll_exit()) {
             if (waited < kDrainTimeoutS) return;
             gw_.kill_now();
-            if (res_.error.empty()) res_.error = "s2smuxd did not exit within 10 s of SIGTERM";
+            if (res_.error.empty()) res_.error = fmt::format("{} did not exit within 10 s of its stop signal", gw_.name());
             while (!gw_.poll_exit()) uv_sleep(10);
         }
         res_.gw_exit = gw_.exit_text();
         // A failure already explains itself; after a clean run, an unclean exit is a finding.
         if (res_.error.empty() && !gw_.exited_cleanly())
-            res_.error = fmt::format("s2smuxd did not shut down cleanly on SIGTERM: {}", res_.gw_exit);
+            res_.error = fmt::format("{} did not shut down cleanly on its stop signal: {}", gw_.name(), res_.gw_exit);
     }
     if ((gen_ || !sinks_.empty()) && waited < kDrainTimeoutS) return;
     teardown();

@@ -2,6 +2,7 @@
 //
 //   generator --S2S--> [s2smuxd inner] ==> [s2smuxd outer-out] --TLS S2S--> sink   (Mode::Gateway)
 //   generator --TLS S2S (STARTTLS + SASL EXTERNAL as a.test)--------------> sink   (Mode::Direct)
+//   generator --direct TLS--> [haproxy, mode tcp] --direct TLS, a.test cert--> sink (Mode::Haproxy)
 //
 // Generator and sink are net::Streams of this process (the daemon's own I/O
 // layer and sans-I/O session), with the Bench as their StreamOwner. The
@@ -25,7 +26,7 @@
 
 namespace s2smux::load {
 
-enum class Mode : std::uint8_t { Direct, Gateway };
+enum class Mode : std::uint8_t { Direct, Gateway, Haproxy };
 const char* to_string(Mode m);
 
 struct Env {
@@ -36,6 +37,7 @@ struct Env {
     std::string s2smuxd;   // binary
     std::string certs_dir; // absolute, for the daemon's config
     std::string work_dir;  // temporary directory for the daemon's config and log
+    std::string haproxy;   // binary (Mode::Haproxy)
 };
 
 struct BenchOptions {
@@ -56,14 +58,15 @@ struct BenchResult {
     std::uint64_t wire_bytes = 0;   // bytes the sink read from its socket(s) while measuring
     double seconds = 0;
     double p50_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0;
-    bool gateway = false;
-    double gw_cpu_s = 0;            // s2smuxd utime + stime while measuring
+    bool hop = false;               // a hop process was measured (s2smuxd or haproxy): the gw_ fields
+    double gw_cpu_s = 0;            // its utime + stime while measuring
     ProcStats gw_end;               // at the end of the measured interval
-    std::string gw_exit;            // how s2smuxd ended after SIGTERM
+    std::string gw_exit;            // how it ended after its stop signal
     double tool_cpu_s = 0;          // this process, same interval
     double other_cpu_s = 0;         // every other process on the machine, same interval (noise)
     std::string sink_tls;           // "TLS1.3 AES-256-GCM, SASL-EXTERNAL"
-    std::string gateway_log;        // tail of s2smuxd's log, on failure
+    std::string gen_tls;            // the generator's first hop: "TLS1.3 AES-256-GCM" or "none"
+    std::string gateway_log;        // tail of the hop's log, on failure
 };
 
 class Bench final : public net::StreamOwner {
@@ -101,6 +104,7 @@ private:
     void fail(std::string why);
     void teardown();
     std::uint64_t sink_bytes_in() const;
+    bool has_hop() const { return o_.mode != Mode::Direct; }
 
     const Env& env_;
     BenchOptions o_;
@@ -112,7 +116,7 @@ private:
     uv_check_t check_{};
     uv_timer_t timer_{};
     std::uint16_t sink_port_ = 0;
-    GatewayProcess gw_;
+    GatewayProcess gw_; // the hop: s2smuxd or haproxy
 
     Phase phase_ = Phase::Connecting;
     net::Stream* gen_ = nullptr;

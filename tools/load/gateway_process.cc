@@ -166,14 +166,22 @@ Result<void> GatewayProcess::start(const GatewayParams& p) {
 Result<void> GatewayProcess::start_config(const std::string& binary, const std::string& work_dir,
                                           const std::string& name, const std::string& config,
                                           std::uint16_t ready_port, int timeout_ms) {
-    name_ = name;
     const std::string conf_path = work_dir + "/" + name + ".toml";
-    log_path_ = work_dir + "/" + name + ".log";
     {
         std::ofstream f(conf_path);
         f << config;
         if (!f) return make_error(fmt::format("cannot write {}", conf_path));
     }
+    return start_program({binary, "--config", conf_path}, work_dir, name, ready_port, timeout_ms);
+}
+
+Result<void> GatewayProcess::start_program(const std::vector<std::string>& argv, const std::string& work_dir,
+                                           const std::string& name, std::uint16_t ready_port, int timeout_ms) {
+    name_ = name;
+    log_path_ = work_dir + "/" + name + ".log";
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
 
     std::fflush(nullptr);
     pid_t pid = ::fork();
@@ -187,8 +195,8 @@ Result<void> GatewayProcess::start_config(const std::string& binary, const std::
             ::dup2(fd, 2);
             ::close(fd);
         }
-        ::execl(binary.c_str(), binary.c_str(), "--config", conf_path.c_str(), static_cast<char*>(nullptr));
-        std::fprintf(stderr, "exec %s: %s\n", binary.c_str(), std::strerror(errno));
+        ::execv(args[0], args.data());
+        std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
         ::_exit(127);
     }
     pid_ = pid;
@@ -222,7 +230,7 @@ std::string GatewayProcess::exit_text() const {
 }
 
 void GatewayProcess::terminate() {
-    if (running()) ::kill(pid_, SIGTERM);
+    if (running()) ::kill(pid_, stop_signal_);
 }
 
 void GatewayProcess::kill_now() {

@@ -1,15 +1,18 @@
-// s2smuxd as a child process of the load tool: a generated configuration in
-// a temporary directory, fork/exec, readiness by connecting to the inner
-// listener, liveness by waitpid(WNOHANG), CPU and memory from /proc.
+// s2smuxd (or another hop, such as haproxy) as a child process of the load
+// tool: a generated configuration in a temporary directory, fork/exec,
+// readiness by connecting to its listener, liveness by waitpid(WNOHANG), CPU
+// and memory from /proc.
 #pragma once
 
 #include "common/result.h"
 
 #include <sys/types.h>
+#include <csignal>
 #include <sys/wait.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace s2smux::load {
 
@@ -55,6 +58,12 @@ public:
     // `timeout_ms`) until 127.0.0.1:`ready_port` accepts connections.
     Result<void> start_config(const std::string& binary, const std::string& work_dir, const std::string& name,
                               const std::string& config, std::uint16_t ready_port, int timeout_ms = 10000);
+    // Any program: argv[0] is its path; stdout and stderr go to
+    // <work_dir>/<name>.log.
+    Result<void> start_program(const std::vector<std::string>& argv, const std::string& work_dir,
+                               const std::string& name, std::uint16_t ready_port, int timeout_ms = 10000);
+    // The signal terminate() sends (SIGTERM; haproxy stops gracefully on SIGUSR1).
+    void set_stop_signal(int sig) { stop_signal_ = sig; }
 
     std::uint16_t inner_port() const { return inner_port_; }
     const std::string& name() const { return name_; }
@@ -64,7 +73,7 @@ public:
     bool poll_exit();
     bool exited_cleanly() const { return exited_ && WIFEXITED(status_) && WEXITSTATUS(status_) == 0; }
     std::string exit_text() const; // "exit status 1", "killed by signal 11"
-    void terminate();              // SIGTERM
+    void terminate();              // the stop signal (SIGTERM)
     void kill_now();               // SIGKILL
     // Last `bytes` of the daemon's stderr log.
     std::string log_tail(std::size_t bytes = 4000) const;
@@ -77,6 +86,7 @@ private:
     std::uint16_t inner_port_ = 0;
     std::string log_path_;
     std::string name_ = "s2smuxd";
+    int stop_signal_ = SIGTERM;
 };
 
 // The end of a run with two gateways, after SIGTERM, called until it returns
