@@ -97,9 +97,7 @@ mux::Limits Gateway::mux_limits() const {
 
 void Gateway::stream_mux_enabled(Stream& s) {
     auto& sess = s.session();
-    auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+    auto wall_ms = wall_clock_ms();
     TimeMs now = static_cast<TimeMs>(uv_now(loop_));
     auto b = mux::MuxSession::Binding::of(sess, wall_ms - now);
     auto peer = std::make_unique<MuxPeer>(*this, s);

@@ -11,8 +11,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
-
 namespace s2smux {
 
 using net::Stream;
@@ -139,15 +137,12 @@ void Gateway::stream_resumed(Stream& s) {
     if (it == parked_.end()) return; // cannot happen: stream_resume() handed its state
     Parked pk = std::move(it->second);
     parked_.erase(it);
-    auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
     TimeMs now = now_ms();
     std::unique_ptr<MuxPeer> peer = std::move(pk.peer);
     std::unique_ptr<mux::MuxSession> old = std::move(peer->mux);
     peer->stream = &s;
     peer->id = s.id();
-    peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, mux::MuxSession::Binding::of(sess, wall_ms - now),
+    peer->mux = std::make_unique<mux::MuxSession>(sess, *peer, mux::MuxSession::Binding::of(sess, wall_clock_ms() - now),
                                                   mux_limits(), now, std::move(*old));
     sess.set_mux(peer->mux.get());
     old.reset();

@@ -393,10 +393,7 @@ void Stream::verify_done(tls::VerifyResult res) {
     }
     TimeMs now = uv_now(ctx_.loop);
     if (st.peer.trusted && st.peer.identity.not_after > 0) {
-        const std::int64_t wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count();
-        st.peer_expires_at = now + (st.peer.identity.not_after * 1000 - wall_ms);
+        st.peer_expires_at = now + (st.peer.identity.not_after * 1000 - wall_clock_ms());
     }
     session_->on_tls_established(std::move(st), now);
     if (!started_ && !session_->closed()) { // direct TLS, outgoing: the stream starts now

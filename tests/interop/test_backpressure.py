@@ -63,12 +63,8 @@ def rss(pid: int) -> int:
 
 
 def stats(gw) -> dict:
-    out = {}
-    for line in gw.ctl_ok("stats"):
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():  # counters (not e.g. "accounting ok")
-            out[parts[0]] = int(parts[1])
-    return out
+    # The counters (not e.g. "accounting ok").
+    return {k: int(v) for k, v in gw.stats().items() if v.isdigit()}
 
 
 def main(t):

@@ -34,15 +34,6 @@ LIMITS = {"keepalive": 1, "dead_peer_timeout": 4, "queue_timeout": 30}
 BURST = 400
 
 
-def stats(gw):
-    out = {}
-    for line in gw.ctl_ok("stats"):
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            out[parts[0]] = parts[1].strip()
-    return out
-
-
 def main(t):
     pki = t.pki()
     a_s2s, b_s2s = free_port(), free_port()
@@ -86,10 +77,11 @@ def main(t):
         cl.wait_for(lambda: sum(1 for b in ub.bodies() if b.startswith("warm ")) == 150, 20, "150 messages")
         cl.sleep(1)
         for gw in (gwa, gwb):
-            st = stats(gw)
+            st = gw.stats()
             assert st.get("stanzas.in_flight") == "0", f"{gw.name}: in flight {st.get('stanzas.in_flight')}"
             assert st.get("accounting") == "ok", f"{gw.name}: accounting {st.get('accounting')}"
-        t.note(f"A: accepted {stats(gwa)['stanzas.accepted']}, routed {stats(gwa)['stanzas.routed']}")
+        st = gwa.stats()
+        t.note(f"A: accepted {st['stanzas.accepted']}, routed {st['stanzas.routed']}")
 
     bodies = [f"burst {i} {os.urandom(3).hex()}" for i in range(BURST)]
     with t.check(f"{BURST} messages, gateway B killed (SIGKILL) mid-burst and restarted: none lost"):
@@ -127,7 +119,7 @@ def main(t):
         la = gwa.log_text()
         m = re.findall(r"(\d+) stanza\(s\) sent and not acknowledged by the peer: queued again", la)
         t.note(f"A requeued after the kill: {', '.join(m) if m else 'nothing'} stanza(s)")
-        st = stats(gwa)
+        st = gwa.stats()
         assert int(st["stanzas.requeued"]) > 0, "nothing was in flight at the kill: the test proves nothing"
         assert st.get("accounting") == "ok", f"A: accounting {st.get('accounting')}"
         t.note(f"A: requeued {st['stanzas.requeued']}, bounced {st['stanzas.bounced']}, "

@@ -236,6 +236,16 @@ class S2smuxd(Server):
             raise AssertionError(f"s2smuxctl {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
         return r.stdout.splitlines()
 
+    def stats(self) -> dict[str, str]:
+        """`s2smuxctl stats` as {name: value} (values as printed: counters,
+        and e.g. "ok" for the accounting line)."""
+        out = {}
+        for line in self.ctl_ok("stats"):
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                out[parts[0]] = parts[1].strip()
+        return out
+
     def check_config(self) -> subprocess.CompletedProcess:
         """`s2smuxd -t --config FILE` (config check only)."""
         self.write_config()
