@@ -363,7 +363,7 @@ void Gateway::stream_stanza(Stream& s, const xml::Node& el, const xmpp::StanzaRo
         return;
     }
     Stream* outer = std::exchange(current_source_, &s);
-    deliver(r.from_domain, r.to_domain, &el, {}, r.head);
+    deliver(r.from_domain, r.to_domain, &el, r.raw, r.head);
     current_source_ = outer;
 }
 
@@ -508,8 +508,10 @@ void Gateway::deliver(std::string_view from_dom, std::string_view to_dom, const 
     }
     if (r.ready && r.queue.empty()) {
         auto& sess = r.ready->session();
-        if (el) sess.send_stanza(*el);
-        else sess.send_stanza_raw(raw);
+        // As received when it can be (no re-serializing); queued stanzas
+        // are serialized (make_queued relies on the serializer's form).
+        if (!raw.empty()) sess.send_stanza_raw(raw);
+        else sess.send_stanza(*el);
         r.ready->note_origin(std::exchange(origin_, {}));
         ++r.sent;
         ++stats_.stanzas_routed;

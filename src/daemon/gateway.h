@@ -241,6 +241,8 @@ private:
 
     Route& route_for(std::string_view from, std::string_view to);
     // Delivers a parsed stanza or a serialized one (bounces) on (from, to).
+    // With both, `raw` (its bytes as received) is written when it goes out
+    // at once; a queued stanza is serialized from `el`.
     // `to_local_server`: deliver on the upstream side (default: when `to_dom` is local).
     void deliver(std::string_view from_dom, std::string_view to_dom, const xml::Node* el,
                  std::string_view raw, const xmpp::StanzaHead& head, std::optional<bool> to_local_server = {});

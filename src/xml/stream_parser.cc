@@ -11,6 +11,24 @@
 // gives exact stream offsets for suspension. libxml2 does the real parsing
 // (well-formedness, UTF-8, namespaces, entities); the SAX callbacks check
 // the remaining limits and build Nodes in the arena.
+//
+// Two shortcuts for forwarding, which would otherwise spend most of its
+// time here (bench/RESULTS.md, "Where s2smuxd spends its CPU"):
+// * Placeholders. libxml2 2.9 decodes character data one character at a
+//   time from the first non-ASCII byte of a text run on, several times
+//   slower than its ASCII path. The framer validates those characters
+//   itself (strict UTF-8 of XML Chars) and libxml2 is handed a copy in
+//   which each is replaced by as many 'x' bytes: well-formedness is judged
+//   the same, and on_text() copies the text from the original bytes. A
+//   run (up to the next '<' or '&') holding anything that would send
+//   libxml2 down its slow path anyway (a CR, an invalid or cut-off
+//   sequence) is left as it is: that path copies text into a buffer of its
+//   own, which could not be mapped back to the input.
+// * Raw elements. The bytes of each top-level element, as received, are
+//   reported with it (element_raw()) when they mean the same wherever they
+//   are written: no prefix bound outside the element (its default
+//   namespace is the stream's, jabber:server). Forwarding them saves
+//   re-serializing and re-escaping every stanza.
 #include "xml/stream_parser.h"
 #include "xml/writer.h"
 
@@ -21,6 +39,10 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdint>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -85,6 +107,12 @@ public:
     bool header_done() const { return depth_ > 0 || st_ == St::Closed; }
     bool between_elements() const { return st_ == St::StreamLevel; }
 
+    // Placeholders (see the top of this file): whether any recorded
+    // character lies before stream offset `end`, and writing them into
+    // buf, the copy of stream bytes [at, at + n) libxml2 is to see.
+    bool placeholders_before(std::uint64_t end) const { return head_ < runs_.size() && runs_[head_].at < end; }
+    void put_placeholders(char* buf, std::uint64_t at, std::size_t n);
+
 private:
     enum class St : std::uint8_t {
         Prolog,      // before the stream header: BOM, XML declaration, whitespace
@@ -125,6 +153,26 @@ private:
     std::size_t reference(const char* d, std::size_t i, std::size_t end, ScanResult& r);
     void start_tag_done(std::size_t i, bool empty, ScanResult& r, std::vector<std::size_t>& ends);
     void end_tag_done(std::size_t i, ScanResult& r, std::vector<std::size_t>& ends);
+    void mark_text(const char* d, std::size_t i, std::size_t e, std::size_t readable);
+    void end_text_run() {
+        run_first_ = runs_.size();
+        run_clean_ = true;
+    }
+    void cancel_text_run() {
+        // Its characters lie past the last tag handed to libxml2: none applied yet.
+        assert(head_ <= run_first_);
+        runs_.resize(run_first_);
+        run_clean_ = false;
+    }
+
+    struct Run {
+        std::uint64_t at;  // stream offset
+        std::uint32_t len; // bytes of adjacent non-ASCII characters
+    };
+    std::vector<Run> runs_;     // in stream order
+    std::size_t head_ = 0;      // runs_ before this were applied
+    std::size_t run_first_ = 0; // first entry of the text run being scanned
+    bool run_clean_ = true;     // that run can take placeholders
 
     std::uint64_t base_ = 0;       // stream offset of the chunk being scanned
     std::uint64_t unit_start_ = 0; // stream offset where the current unit began
@@ -161,10 +209,14 @@ ScanResult Framer::scan(const char* d, std::size_t n, const Limits& lim, std::ve
         case St::Text: {
             const auto* lt = static_cast<const char*>(std::memchr(d + i, '<', end - i));
             const std::size_t stop = lt ? static_cast<std::size_t>(lt - d) : end;
-            if (const void* amp = std::memchr(d + i, '&', stop - i)) {
-                i = static_cast<std::size_t>(static_cast<const char*>(amp) - d) + 1;
+            const auto* amp = static_cast<const char*>(std::memchr(d + i, '&', stop - i));
+            mark_text(d, i, amp ? static_cast<std::size_t>(amp - d) : stop, n);
+            if (amp) {
+                end_text_run();
+                i = static_cast<std::size_t>(amp - d) + 1;
                 st_ = St::Ref;
             } else if (lt) {
+                end_text_run();
                 i = stop + 1;
                 st_ = St::Lt;
             } else {
@@ -234,6 +286,61 @@ ScanResult Framer::scan(const char* d, std::size_t n, const Limits& lim, std::ve
     base_ += i;
     r.scanned = i;
     return r;
+}
+
+// Records the non-ASCII characters of character data d[i, e) that libxml2
+// may see as placeholders (d[0, readable) may be read).
+void Framer::mark_text(const char* d, std::size_t i, std::size_t e, std::size_t readable) {
+    const auto* s = reinterpret_cast<const unsigned char*>(d);
+    while (run_clean_ && i < e) {
+        // Skip to the next non-ASCII byte or CR, 16 bytes at a time.
+#ifdef __SSE2__
+        if (readable - i >= 16) {
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+            unsigned m = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')))));
+            if (e - i < 16) m &= (1u << (e - i)) - 1; // bytes past e are not this run's
+            if (m == 0) {
+                i = std::min(i + 16, e);
+                continue;
+            }
+            i += static_cast<std::size_t>(__builtin_ctz(m));
+        } else
+#endif
+        {
+            while (i < e && s[i] < 0x80 && s[i] != '\r') ++i;
+            if (i == e) break;
+        }
+        if (s[i] == '\r') {
+            cancel_text_run();
+            break;
+        }
+        const std::size_t len = xml_utf8_char_len(s + i, e - i);
+        if (len == 0) {
+            cancel_text_run();
+            break;
+        }
+        const std::uint64_t at = base_ + i;
+        // Merged only within this chunk: held bytes and the chunk are patched apart.
+        if (runs_.size() > run_first_ && runs_.back().at >= base_ && runs_.back().at + runs_.back().len == at)
+            runs_.back().len += static_cast<std::uint32_t>(len);
+        else
+            runs_.push_back({at, static_cast<std::uint32_t>(len)});
+        i += len;
+    }
+}
+
+void Framer::put_placeholders(char* buf, std::uint64_t at, std::size_t n) {
+    for (; head_ < runs_.size() && runs_[head_].at < at + n; ++head_) {
+        const Run& r = runs_[head_];
+        assert(r.at >= at && r.at + r.len <= at + n);
+        if (r.at < at || r.at + r.len > at + n) continue; // never: left to libxml2's slow path
+        std::memset(buf + (r.at - at), 'x', r.len);
+    }
+    if (head_ == runs_.size()) {
+        assert(run_first_ == runs_.size());
+        runs_.clear();
+        head_ = run_first_ = 0;
+    }
 }
 
 std::size_t Framer::prolog(const char* d, std::size_t i, ScanResult& r) {
@@ -543,10 +650,15 @@ struct StreamParser::Impl {
     void parse(const char* p, std::size_t n);
     void keep_header(const char* d, const ScanResult& s);
     void add_text(const char* p, std::size_t n);
+    char* text_space(std::size_t n);
+    void add_original(const char* p, std::size_t n);
+    std::string_view element_bytes(std::uint64_t end);
+    void keep_partial(const char* d, std::size_t n);
+    bool bound_inside(const xmlChar* prefix) const;
 
     // SAX events
-    void on_start(const xmlChar* local, const xmlChar* uri, int nb_ns, const xmlChar** ns, int nb_attrs,
-                  const xmlChar** attrs);
+    void on_start(const xmlChar* local, const xmlChar* prefix, const xmlChar* uri, int nb_ns, const xmlChar** ns,
+                  int nb_attrs, const xmlChar** attrs);
     void on_stream_open(const xmlChar* local, const xmlChar* uri, int nb_ns, const xmlChar** ns, int nb_attrs,
                         const xmlChar** attrs);
     void on_end();
@@ -592,15 +704,26 @@ struct StreamParser::Impl {
     Node* open_text = nullptr; // Text node the next characters may extend
     std::size_t open_text_cap = 0;
     char detail[256] = {};
+
+    // Raw elements and placeholders (top of this file).
+    const char* chunk = nullptr;    // the caller's bytes in feed()
+    std::uint64_t chunk_abs = 0;    // their stream offset
+    std::size_t chunk_len = 0;
+    std::uint64_t elem_start = 0;   // stream offset where the next top-level element's bytes begin
+    std::string partial;            // [elem_start, chunk_abs): an element begun in an earlier feed()
+    std::string patched;            // what libxml2 is handed when placeholders apply
+    std::string_view raw;           // element_raw() during on_element()
+    bool raw_ok = true;             // the current element binds every prefix it uses
+    std::vector<std::pair<unsigned, const xmlChar*>> prefixes; // declared in it, with their depth
 };
 
 namespace {
 
 StreamParser::Impl* impl(void* ud) { return static_cast<StreamParser::Impl*>(ud); }
 
-void sax_start(void* ud, const xmlChar* local, const xmlChar*, const xmlChar* uri, int nb_ns,
+void sax_start(void* ud, const xmlChar* local, const xmlChar* prefix, const xmlChar* uri, int nb_ns,
                const xmlChar** ns, int nb_attrs, int, const xmlChar** attrs) {
-    impl(ud)->on_start(local, uri, nb_ns, ns, nb_attrs, attrs);
+    impl(ud)->on_start(local, prefix, uri, nb_ns, ns, nb_attrs, attrs);
 }
 void sax_end(void* ud, const xmlChar*, const xmlChar*, const xmlChar*) { impl(ud)->on_end(); }
 void sax_text(void* ud, const xmlChar* p, int n) {
@@ -674,6 +797,8 @@ void StreamParser::Impl::reset() {
     depth = 0;
     cur = nullptr;
     open_text = nullptr;
+    elem_start = 0;
+    partial.clear();
 }
 
 FeedResult StreamParser::Impl::feed(const char* d, std::size_t n) {
@@ -693,6 +818,9 @@ FeedResult StreamParser::Impl::feed(const char* d, std::size_t n) {
     case State::Open:
         break;
     }
+    chunk = d;
+    chunk_abs = framer.offset();
+    chunk_len = n;
     // A slice ends after kMaxEndsPerCall elements, at the chunk's end, or
     // at an error.
     for (std::size_t off = 0; off < n && state == State::Open;) {
@@ -724,8 +852,74 @@ FeedResult StreamParser::Impl::feed(const char* d, std::size_t n) {
         held.append(d + off + s.flush, n - off - s.flush);
         break;
     }
+    if (state == State::Open) keep_partial(d, n);
+    chunk = nullptr;
     r.ok = state != State::Failed;
     return r;
+}
+
+// An element still open at the end of a chunk: its bytes so far are kept
+// (bounded by max_stanza_bytes), for element_raw() and add_original().
+void StreamParser::Impl::keep_partial(const char* d, std::size_t n) {
+    const std::uint64_t end = chunk_abs + n;
+    if (framer.between_elements() || elem_start >= end) {
+        elem_start = end; // whitespace between elements is not part of either
+        partial.clear();
+        if (partial.capacity() > kKeepHeldCapacity) std::string().swap(partial);
+        return;
+    }
+    if (elem_start >= chunk_abs) partial.assign(d + (elem_start - chunk_abs), end - elem_start);
+    else partial.append(d, n);
+}
+
+// The bytes of the top-level element ending at stream offset `end`.
+std::string_view StreamParser::Impl::element_bytes(std::uint64_t end) {
+    if (!chunk || end < elem_start || end > chunk_abs + chunk_len) return {};
+    std::string_view v;
+    if (elem_start >= chunk_abs) {
+        v = std::string_view(chunk + (elem_start - chunk_abs), end - elem_start);
+    } else {
+        if (partial.size() != chunk_abs - elem_start) return {}; // never
+        partial.append(chunk, end - chunk_abs);
+        v = partial;
+    }
+    while (!v.empty() && is_ws(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+    return v;
+}
+
+// Text libxml2 reports from its input buffer is copied from the bytes as
+// received: libxml2 may have seen placeholders there. A piece may begin in
+// an earlier chunk (kept in `partial`) and end in this one.
+void StreamParser::Impl::add_original(const char* p, std::size_t n) {
+    const xmlParserInputPtr in = ctxt->input;
+    const auto* q = reinterpret_cast<const xmlChar*>(p);
+    if (!chunk || !in || !in->base || q < in->base || q + n > in->end) return add_text(p, n);
+    std::uint64_t at = static_cast<std::uint64_t>(in->consumed) + static_cast<std::uint64_t>(q - in->base) + doc_delta;
+    if (at < elem_start || at + n > chunk_abs + chunk_len ||
+        (at < chunk_abs && partial.size() != chunk_abs - elem_start)) {
+        assert(false);
+        return add_text(p, n); // never: libxml2 saw no placeholder where we cannot map
+    }
+    char* out = text_space(n);
+    while (n > 0) {
+        const bool early = at < chunk_abs;
+        const std::size_t k = early ? static_cast<std::size_t>(std::min<std::uint64_t>(n, chunk_abs - at)) : n;
+        const char* o = early ? partial.data() + (at - elem_start) : chunk + (at - chunk_abs);
+        assert(o[0] == p[0] || (p[0] == 'x' && static_cast<unsigned char>(o[0]) >= 0x80));
+        std::memcpy(out, o, k);
+        out += k;
+        at += k;
+        p += k;
+        n -= k;
+    }
+}
+
+bool StreamParser::Impl::bound_inside(const xmlChar* prefix) const {
+    if (!prefix || std::strcmp(reinterpret_cast<const char*>(prefix), "xml") == 0) return true;
+    for (const auto& [d, p] : prefixes)
+        if (p == prefix || std::strcmp(reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(prefix)) == 0)
+            return true;
+    return false;
 }
 
 void StreamParser::Impl::keep_header(const char* d, const ScanResult& s) {
@@ -738,11 +932,19 @@ void StreamParser::Impl::keep_header(const char* d, const ScanResult& s) {
 // Hands libxml2 the held bytes and then the chunk's complete part.
 void StreamParser::Impl::push(const char* d, std::size_t n) {
     if (!held.empty()) {
+        framer.put_placeholders(held.data(), slice_abs - held.size(), held.size());
         parse(held.data(), held.size());
         held.clear();
         if (held.capacity() > kKeepHeldCapacity) std::string().swap(held);
     }
-    parse(d, n);
+    if (framer.placeholders_before(slice_abs + n)) {
+        patched.assign(d, n);
+        framer.put_placeholders(patched.data(), slice_abs, n);
+        parse(patched.data(), n);
+        if (patched.capacity() > kKeepHeldCapacity) std::string().swap(patched);
+    } else {
+        parse(d, n);
+    }
     // Halting frees libxml2's buffers, so it is done here, never from a callback.
     if (state == State::Failed || state == State::Suspended) xmlStopParser(ctxt);
 }
@@ -907,20 +1109,29 @@ void StreamParser::Impl::on_stream_open(const xmlChar* local, const xmlChar* uri
         if (field) *field = unescape(a[3], a[4]);
     }
     const std::size_t end = take_end(true);
+    elem_start = slice_abs + end;
+    partial.clear();
     if (!h.on_stream_open(hdr) && state == State::Open) suspend(end);
 }
 
-void StreamParser::Impl::on_start(const xmlChar* local, const xmlChar* uri, int nb_ns, const xmlChar** ns,
-                                  int nb_attrs, const xmlChar** attrs) {
+void StreamParser::Impl::on_start(const xmlChar* local, const xmlChar* prefix, const xmlChar* uri, int nb_ns,
+                                  const xmlChar** ns, int nb_attrs, const xmlChar** attrs) {
     if (state != State::Open) return;
     if (depth == 0) return on_stream_open(local, uri, nb_ns, ns, nb_attrs, attrs);
     if (depth == 1) {
         // A new top-level element: the previous one's views expire now.
         arena.reset_and_trim(kKeepArenaBytes);
         cur = nullptr;
+        raw_ok = true;
+        prefixes.clear();
     }
     open_text = nullptr;
     ++depth;
+    for (int i = 0; i < nb_ns; ++i)
+        if (ns[i * 2]) prefixes.emplace_back(depth, ns[i * 2]);
+    if (!bound_inside(prefix)) raw_ok = false;
+    for (int i = 0; i < nb_attrs && raw_ok; ++i)
+        if (!bound_inside(attrs[i * 5 + 1])) raw_ok = false;
     if (depth - 1 > limits->max_depth) return fail_limit("element depth exceeds", limits->max_depth, "");
     if (!check_attrs(nb_ns, nb_attrs, attrs)) return;
     Node* n = arena.make<Node>();
@@ -948,9 +1159,17 @@ void StreamParser::Impl::on_end() {
     Node* n = cur;
     cur = n->parent;
     open_text = nullptr;
+    while (!prefixes.empty() && prefixes.back().first > depth) prefixes.pop_back();
     if (depth == 1) {
         const std::size_t end = take_end(false);
-        if (!h.on_element(*n) && state == State::Open) suspend(end);
+        const std::uint64_t end_abs = slice_abs + end;
+        raw = element_bytes(end_abs);
+        if (!raw_ok) raw = {};
+        const bool go_on = h.on_element(*n);
+        raw = {};
+        elem_start = end_abs;
+        partial.clear();
+        if (!go_on && state == State::Open) suspend(end);
     }
 }
 
@@ -960,13 +1179,16 @@ void StreamParser::Impl::on_text(const char* p, std::size_t n) {
         if (!all_ws(p, n)) fail(ParseError::BadFormat, "character data at stream level");
         return;
     }
-    add_text(p, n);
+    add_original(p, n);
 }
 
 // libxml2 splits a text run at references, CDATA and every 300 bytes of
 // non-ASCII text; the pieces are merged into one Text node whose buffer
 // grows by doubling (copying the whole text per piece would be quadratic).
-void StreamParser::Impl::add_text(const char* p, std::size_t n) {
+void StreamParser::Impl::add_text(const char* p, std::size_t n) { std::memcpy(text_space(n), p, n); }
+
+// Room for n more bytes of the current Text node (a new one if needed).
+char* StreamParser::Impl::text_space(std::size_t n) {
     if (cur->last && cur->last == open_text) {
         Node* t = open_text;
         const std::size_t old = t->text.size();
@@ -977,14 +1199,14 @@ void StreamParser::Impl::add_text(const char* p, std::size_t n) {
             std::memcpy(grown, buf, old);
             buf = grown;
         }
-        std::memcpy(buf + old, p, n);
         t->text = {buf, old + n};
-        return;
+        return buf + old;
     }
     Node* t = arena.make<Node>();
     t->kind = Node::Kind::Text;
     t->parent = cur;
-    t->text = arena.copy(p, n);
+    char* buf = static_cast<char*>(arena.alloc(n, 1));
+    t->text = {buf, n};
     open_text = t;
     open_text_cap = n;
     if (cur->last)
@@ -992,6 +1214,7 @@ void StreamParser::Impl::add_text(const char* p, std::size_t n) {
     else
         cur->first = t;
     cur->last = t;
+    return buf;
 }
 
 StreamParser::Memory StreamParser::Impl::memory() const {
@@ -1011,6 +1234,8 @@ StreamParser::StreamParser(ParserHandler& h, Limits limits) : limits_(limits) {
 StreamParser::~StreamParser() = default;
 
 FeedResult StreamParser::feed(const char* data, std::size_t len) { return impl_->feed(data, len); }
+
+std::string_view StreamParser::element_raw() const { return impl_->raw; }
 
 void StreamParser::reset() { impl_->reset(); }
 

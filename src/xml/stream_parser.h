@@ -81,6 +81,13 @@ public:
     // Starts a fresh stream (new libxml2 context state, arena kept).
     void reset();
 
+    // Inside on_element(): the element's bytes as received (from its '<' to
+    // its last '>'), when they can be written as they are into any stream
+    // whose default namespace is jabber:server, i.e. every prefix they use
+    // (xml: aside) is declared inside them. Empty otherwise; then the Node
+    // must be serialized.
+    std::string_view element_raw() const;
+
     const Limits& limits() const { return limits_; }
     void set_limits(const Limits& l) { limits_ = l; }
 

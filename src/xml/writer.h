@@ -16,6 +16,33 @@ void escape_attr(std::string& out, std::string_view s);
 // Strict UTF-8 of XML characters: no overlong forms, surrogates, values
 // past U+10FFFF or control characters (tab, LF and CR are allowed).
 bool valid_xml_utf8(const unsigned char* s, std::size_t n);
+// Length (2-4) of the one non-ASCII XML character encoded at s[0..n) under
+// the rules above, or 0 when it is not one (or is cut off at n).
+inline std::size_t xml_utf8_char_len(const unsigned char* s, std::size_t n) {
+    const unsigned c = n ? s[0] : 0;
+    std::size_t len;
+    unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (std::size_t k = 1; k < len; ++k) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
+    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF) return 0;
+    return len;
+}
 inline bool valid_xml_utf8(std::string_view s) {
     return valid_xml_utf8(reinterpret_cast<const unsigned char*>(s.data()), s.size());
 }

@@ -970,6 +970,7 @@ void Session::recv_stanza(const xml::Node& el) {
     ++stanzas_in_;
     r.sm_seq = seq;
     callback("stanza", {r.from_domain, r.to_domain});
+    r.raw = parser_.element_raw();
     host_.session_stanza(el, r);
 }
 

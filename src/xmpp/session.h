@@ -179,6 +179,9 @@ struct StanzaRoute {
     std::string_view to_domain;
     // ack_after_forward: its number, for stanzas_done() (0: nothing to report).
     std::uint32_t sm_seq = 0;
+    // The stanza's bytes as received, when they can be forwarded as they
+    // are (xml::StreamParser::element_raw()); valid during the callback.
+    std::string_view raw;
 };
 
 // The multiplexing extension, once enabled on the stream (mux::MuxSession).

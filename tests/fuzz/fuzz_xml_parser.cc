@@ -6,7 +6,9 @@
 // the parser's own assertions:
 //  - any chunking yields the same events, errors and suspension point;
 //  - every delivered element serializes to XML that parses back to the
-//    same tree.
+//    same tree;
+//  - its raw bytes (element_raw(), what the gateway forwards), when given,
+//    parse back to the same tree too, and are the same for any chunking.
 #include "xml/stream_parser.h"
 #include "xml/writer.h"
 
@@ -86,6 +88,8 @@ struct Run : ParserHandler {
     std::string log;
     int suspend_at;   // index of the element whose delivery suspends
     int seen = 0;
+    const StreamParser* parser = nullptr;
+    bool server_ns = false;
     std::uint64_t suspended_at = 0; // stream offset just past that element
     bool suspended = false;
 
@@ -93,6 +97,7 @@ struct Run : ParserHandler {
     bool on_stream_open(const StreamHeader& h) override {
         log += "open ";
         log.append(h.to);
+        server_ns = h.default_ns == "jabber:server"; // as sessions require
         log += '\n';
         return true;
     }
@@ -104,6 +109,11 @@ struct Run : ParserHandler {
         std::string xml;
         serialize(xml, el);
         check(reparse(xml) == d);
+        const std::string_view raw = parser->element_raw();
+        if (!raw.empty() && server_ns) check(reparse(std::string(raw)) == d);
+        log += "raw ";
+        log.append(raw);
+        log += '\n';
         return seen++ != suspend_at;
     }
     void on_stream_close() override { log += "close\n"; }
@@ -116,6 +126,7 @@ struct Run : ParserHandler {
 // Feeds `doc` in chunks; `seed` 0 means all at once.
 void feed(Run& r, const std::string& doc, unsigned seed) {
     StreamParser p(r, small_limits());
+    r.parser = &p;
     std::uint64_t fed = 0;
     for (std::size_t i = 0; i < doc.size();) {
         std::size_t n = doc.size() - i;

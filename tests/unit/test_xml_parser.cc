@@ -134,6 +134,13 @@ std::string dump(const Node& n) {
     return s;
 }
 
+// When set, each element's event also shows element_raw() ("raw=[...]").
+bool g_show_raw = false;
+struct ShowRaw {
+    ShowRaw() { g_show_raw = true; }
+    ~ShowRaw() { g_show_raw = false; }
+};
+
 struct Recorder : ParserHandler {
     std::vector<std::string> events;
     StreamHeader hdr;               // views, valid during the callback only
@@ -164,6 +171,7 @@ struct Recorder : ParserHandler {
     bool on_element(const Node& el) override {
         ++elements;
         events.push_back("el " + dump(el));
+        if (g_show_raw && parser) events.back() += " raw=[" + std::string(parser->element_raw()) + "]";
         return el.name != suspend_on;
     }
     void on_stream_close() override {
@@ -523,6 +531,86 @@ BOOST_AUTO_TEST_CASE(chunking_gives_identical_errors) {
             const std::string whole = parse_whole(doc);
             BOOST_TEST(whole.find("error") != std::string::npos);
             check_chunking(doc);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw elements and placeholders (forwarding without re-serializing)
+
+BOOST_AUTO_TEST_CASE(raw_is_the_element_as_received) {
+    ShowRaw show;
+    const std::string m1 = "<message from=\"a@a.example\" to='b@b.example' id='x&gt;&#x26;'>"
+                           "<body>caf\xC3\xA9 &lt;\xF0\x9F\x98\x80&gt;<![CDATA[<\xE2\x9C\x93>]]></body></message>";
+    const std::string m2 = "<presence xmlns='jabber:server'><x:c xmlns:x='urn:x' x:a='1'/></presence>";
+    const std::string m3 = "<iq type='get' id='1' xml:lang='de'/>";
+    const std::string doc = kHeader + "\n " + m1 + "\t\n" + m2 + m3 + " ";
+    Session s;
+    s.feed(doc);
+    const std::string log = s.rec.log();
+    BOOST_TEST(s.rec.elements == 3);
+    BOOST_TEST(log.find("raw=[" + m1 + "]") != std::string::npos, log);
+    BOOST_TEST(log.find("raw=[" + m2 + "]") != std::string::npos, log);
+    BOOST_TEST(log.find("raw=[" + m3 + "]") != std::string::npos, log);
+    check_chunking(doc); // the same bytes, and the same text, however the input is cut
+}
+
+BOOST_AUTO_TEST_CASE(raw_is_withheld_when_a_prefix_is_bound_outside_the_element) {
+    ShowRaw show;
+    // db: is declared on the stream header; written elsewhere it would be unbound.
+    const std::string doc = kHeader + "<db:result from='a.example' to='b.example'>k</db:result>"
+                            "<message><db:x/></message>"
+                            "<message><a xmlns:db='urn:other'/><db:y/></message>" // out of that scope
+                            "<message><b xmlns:db='urn:other'><db:z/></b></message>";
+    Session s;
+    s.feed(doc);
+    BOOST_TEST(s.rec.elements == 4);
+    const auto& ev = s.rec.events;
+    BOOST_REQUIRE(ev.size() == 5u);
+    BOOST_TEST(ev[1].find("raw=[]") != std::string::npos, ev[1]);
+    BOOST_TEST(ev[2].find("raw=[]") != std::string::npos, ev[2]);
+    BOOST_TEST(ev[3].find("raw=[]") != std::string::npos, ev[3]);
+    BOOST_TEST(ev[4].find("raw=[<message><b xmlns:db='urn:other'><db:z/></b></message>]") != std::string::npos, ev[4]);
+}
+
+BOOST_AUTO_TEST_CASE(non_ascii_text_is_reported_as_received) {
+    ShowRaw show;
+    // Runs the framer replaces for libxml2 (2-, 3- and 4-byte characters,
+    // adjacent and apart, next to references and CDATA), and runs it must
+    // leave alone: a CR (libxml2 normalizes it), one on each side of a tag.
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "ab \xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80 z\xC3\xBC";
+    const std::string doc = kHeader + "<message><body>" + text + "&amp;" + text + "<![CDATA[\xC3\xA9]]>" + text +
+                            "</body><x>\xC3\xA9\r\n\xE2\x82\xAC\r" + text + "</x><y>" + text + "</y></message>" +
+                            "<message><body>\xC3\xA9</body></message>";
+    Session s;
+    s.feed(doc);
+    BOOST_TEST(s.rec.errors == 0);
+    BOOST_TEST(s.rec.elements == 2);
+    const std::string log = s.rec.log();
+    BOOST_TEST(log.find("\"" + text + "&" + text + "\xC3\xA9" + text + "\"") != std::string::npos);
+    BOOST_TEST(log.find("\"\xC3\xA9\n\xE2\x82\xAC\n" + text + "\"") != std::string::npos); // CR LF and CR -> LF
+    BOOST_TEST(log.find('x' + std::string("\"]")) == std::string::npos); // no placeholder leaked
+    check_chunking(doc);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_characters_in_text_are_still_refused) {
+    const char* bad[] = {
+        "\xC0\xBC",         // overlong '<'
+        "\xED\xA0\x80",     // surrogate
+        "\xEF\xBF\xBE",     // U+FFFE
+        "\xF4\x90\x80\x80", // past U+10FFFF
+        "\xE2\x82",         // cut off
+        "\x80",             // stray continuation byte
+        "\x01",             // control character
+    };
+    for (const char* b : bad) {
+        for (const std::string& around : {std::string("\xC3\xA9"), std::string("a\r")}) {
+            BOOST_TEST_CONTEXT(b) {
+                const std::string doc = kHeader + "<message><body>" + around + b + around + "</body></message>";
+                BOOST_TEST(error_of(doc) == ParseError::NotWellFormed);
+                check_chunking(doc);
+            }
         }
     }
 }
