@@ -153,7 +153,8 @@ private:
     std::size_t reference(const char* d, std::size_t i, std::size_t end, ScanResult& r);
     void start_tag_done(std::size_t i, bool empty, ScanResult& r, std::vector<std::size_t>& ends);
     void end_tag_done(std::size_t i, ScanResult& r, std::vector<std::size_t>& ends);
-    void mark_text(const char* d, std::size_t i, std::size_t e, std::size_t readable);
+    std::size_t text(const char* d, std::size_t i, std::size_t end, std::size_t readable);
+    void mark_char(std::size_t i, std::size_t len);
     void end_text_run() {
         run_first_ = runs_.size();
         run_clean_ = true;
@@ -206,24 +207,9 @@ ScanResult Framer::scan(const char* d, std::size_t n, const Limits& lim, std::ve
             end = static_cast<std::size_t>(std::min<std::uint64_t>(n, cap - base_));
         }
         switch (st_) {
-        case St::Text: {
-            const auto* lt = static_cast<const char*>(std::memchr(d + i, '<', end - i));
-            const std::size_t stop = lt ? static_cast<std::size_t>(lt - d) : end;
-            const auto* amp = static_cast<const char*>(std::memchr(d + i, '&', stop - i));
-            mark_text(d, i, amp ? static_cast<std::size_t>(amp - d) : stop, n);
-            if (amp) {
-                end_text_run();
-                i = static_cast<std::size_t>(amp - d) + 1;
-                st_ = St::Ref;
-            } else if (lt) {
-                end_text_run();
-                i = stop + 1;
-                st_ = St::Lt;
-            } else {
-                i = end;
-            }
+        case St::Text:
+            i = text(d, i, end, n);
             break;
-        }
         case St::Ref:
             i = reference(d, i, end, r);
             break;
@@ -288,45 +274,67 @@ ScanResult Framer::scan(const char* d, std::size_t n, const Limits& lim, std::ve
     return r;
 }
 
-// Records the non-ASCII characters of character data d[i, e) that libxml2
-// may see as placeholders (d[0, readable) may be read).
-void Framer::mark_text(const char* d, std::size_t i, std::size_t e, std::size_t readable) {
+// Character data up to the next '<' or '&' (d[0, readable) may be read),
+// in one pass that also records the non-ASCII characters libxml2 may see
+// as placeholders.
+std::size_t Framer::text(const char* d, std::size_t i, std::size_t end, std::size_t readable) {
     const auto* s = reinterpret_cast<const unsigned char*>(d);
-    while (run_clean_ && i < e) {
-        // Skip to the next non-ASCII byte or CR, 16 bytes at a time.
+    while (i < end) {
+        // Skip to the next '<', '&', CR or non-ASCII byte, 16 bytes at a time.
 #ifdef __SSE2__
         if (readable - i >= 16) {
             const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-            unsigned m = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')))));
-            if (e - i < 16) m &= (1u << (e - i)) - 1; // bytes past e are not this run's
+            const __m128i hit = _mm_or_si128(
+                _mm_or_si128(v, _mm_cmpeq_epi8(v, _mm_set1_epi8('<'))),
+                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('&')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
+            auto m = static_cast<unsigned>(_mm_movemask_epi8(hit));
+            if (end - i < 16) m &= (1u << (end - i)) - 1; // past `end`: not ours to look at
             if (m == 0) {
-                i = std::min(i + 16, e);
+                i = std::min(i + 16, end);
                 continue;
             }
             i += static_cast<std::size_t>(__builtin_ctz(m));
         } else
 #endif
         {
-            while (i < e && s[i] < 0x80 && s[i] != '\r') ++i;
-            if (i == e) break;
+            while (i < end && s[i] < 0x80 && s[i] != '<' && s[i] != '&' && s[i] != '\r') ++i;
+            if (i == end) break;
         }
-        if (s[i] == '\r') {
-            cancel_text_run();
+        switch (s[i]) {
+        case '<':
+            end_text_run();
+            st_ = St::Lt;
+            return i + 1;
+        case '&':
+            end_text_run();
+            st_ = St::Ref;
+            return i + 1;
+        case '\r':
+            if (run_clean_) cancel_text_run();
+            ++i;
+            continue;
+        default:
             break;
         }
-        const std::size_t len = xml_utf8_char_len(s + i, e - i);
+        const std::size_t len = run_clean_ ? xml_utf8_char_len(s + i, end - i) : 0;
         if (len == 0) {
-            cancel_text_run();
-            break;
+            if (run_clean_) cancel_text_run(); // libxml2 judges it, on its slow path
+            ++i;
+            continue;
         }
-        const std::uint64_t at = base_ + i;
-        // Merged only within this chunk: held bytes and the chunk are patched apart.
-        if (runs_.size() > run_first_ && runs_.back().at >= base_ && runs_.back().at + runs_.back().len == at)
-            runs_.back().len += static_cast<std::uint32_t>(len);
-        else
-            runs_.push_back({at, static_cast<std::uint32_t>(len)});
+        mark_char(i, len);
         i += len;
     }
+    return i;
+}
+
+void Framer::mark_char(std::size_t i, std::size_t len) {
+    const std::uint64_t at = base_ + i;
+    // Merged only within this chunk: held bytes and the chunk are patched apart.
+    if (runs_.size() > run_first_ && runs_.back().at >= base_ && runs_.back().at + runs_.back().len == at)
+        runs_.back().len += static_cast<std::uint32_t>(len);
+    else
+        runs_.push_back({at, static_cast<std::uint32_t>(len)});
 }
 
 void Framer::put_placeholders(char* buf, std::uint64_t at, std::size_t n) {
