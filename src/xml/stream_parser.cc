@@ -61,6 +61,7 @@ constexpr std::size_t kDictRebuildBytes = 256 * 1024;
 // Buffers that grew for one big stanza are released afterwards: ours, the
 // arena's chunks, and libxml2's input buffer (by rebuilding the context).
 constexpr std::size_t kKeepHeldCapacity = 64 * 1024;
+constexpr std::size_t kKeepPartialCapacity = 16 * 1024;
 constexpr std::size_t kKeepArenaBytes = 64 * 1024;
 constexpr std::size_t kRebuildAfterFeed = 256 * 1024;
 // Elements handed to libxml2 per call: bounds the offsets kept per call
@@ -719,7 +720,6 @@ struct StreamParser::Impl {
     std::size_t chunk_len = 0;
     std::uint64_t elem_start = 0;   // stream offset where the next top-level element's bytes begin
     std::string partial;            // [elem_start, chunk_abs): an element begun in an earlier feed()
-    std::string patched;            // what libxml2 is handed when placeholders apply
     std::string_view raw;           // element_raw() during on_element()
     bool raw_ok = true;             // the current element binds every prefix it uses
     std::vector<std::pair<unsigned, const xmlChar*>> prefixes; // declared in it, with their depth
@@ -873,7 +873,7 @@ void StreamParser::Impl::keep_partial(const char* d, std::size_t n) {
     if (framer.between_elements() || elem_start >= end) {
         elem_start = end; // whitespace between elements is not part of either
         partial.clear();
-        if (partial.capacity() > kKeepHeldCapacity) std::string().swap(partial);
+        if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial);
         return;
     }
     if (elem_start >= chunk_abs) partial.assign(d + (elem_start - chunk_abs), end - elem_start);
@@ -946,10 +946,13 @@ void StreamParser::Impl::push(const char* d, std::size_t n) {
         if (held.capacity() > kKeepHeldCapacity) std::string().swap(held);
     }
     if (framer.placeholders_before(slice_abs + n)) {
+        // One copy per thread, not per stream: libxml2 copies its input
+        // before any callback runs, so nothing reads it after parse().
+        static thread_local std::string patched;
         patched.assign(d, n);
         framer.put_placeholders(patched.data(), slice_abs, n);
         parse(patched.data(), n);
-        if (patched.capacity() > kKeepHeldCapacity) std::string().swap(patched);
+        if (patched.capacity() > 4 * kKeepHeldCapacity) std::string().swap(patched);
     } else {
         parse(d, n);
     }
@@ -1177,6 +1180,7 @@ void StreamParser::Impl::on_end() {
         raw = {};
         elem_start = end_abs;
         partial.clear();
+        if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial); // an idle stream keeps little
         if (!go_on && state == State::Open) suspend(end);
     }
 }
