@@ -71,6 +71,16 @@ Result<std::uint16_t> free_loopback_port() {
     return static_cast<std::uint16_t>(ntohs(a.sin_port));
 }
 
+Result<std::vector<std::uint16_t>> free_loopback_ports(std::size_t n) {
+    std::vector<std::uint16_t> v;
+    for (std::size_t i = 0; i < n; ++i) {
+        auto r = free_loopback_port();
+        if (!r) return make_error(r.error());
+        v.push_back(*r);
+    }
+    return v;
+}
+
 namespace {
 // utime + stime from a /proc/.../stat file, in seconds (-1: unreadable).
 double stat_cpu_s(const std::string& path) {

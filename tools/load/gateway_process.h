@@ -19,6 +19,8 @@ namespace s2smux::load {
 // Binds 127.0.0.1:0 and returns the port the kernel chose (then closes it,
 // so there is a small window in which another process could take it).
 Result<std::uint16_t> free_loopback_port();
+// `n` of them.
+Result<std::vector<std::uint16_t>> free_loopback_ports(std::size_t n);
 
 struct ProcStats {
     double cpu_s = 0;         // utime + stime
