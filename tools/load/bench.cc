@@ -90,9 +90,7 @@ BenchResult Bench::run() {
     auto port = listen_loopback<Bench, &Bench::on_accept>(&loop_, listener_, this, 64);
     if (!port) {
         res_.error = fmt::format("sink listener: {}", port.error());
-        uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-        uv_run(&loop_, UV_RUN_DEFAULT);
-        uv_loop_close(&loop_);
+        abandon_loop(&loop_, listener_);
         return res_;
     }
     sink_port_ = *port;
@@ -119,15 +117,7 @@ BenchResult Bench::run() {
         }
     }
 
-    uv_prepare_init(&loop_, &prepare_);
-    prepare_.data = this;
-    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Bench*>(h->data)->pump(); });
-    uv_check_init(&loop_, &check_);
-    check_.data = this;
-    uv_check_start(&check_, [](uv_check_t* h) { static_cast<Bench*>(h->data)->pump(); });
-    uv_timer_init(&loop_, &timer_);
-    timer_.data = this;
-    uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<Bench*>(h->data)->tick(); }, kTickMs, kTickMs);
+    start_driver<Bench, &Bench::pump, &Bench::tick>(&loop_, prepare_, check_, timer_, this, kTickMs);
 
     start_ns_ = last_progress_ns_ = last_report_ns_ = uv_hrtime();
     route::Target t;

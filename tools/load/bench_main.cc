@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "tls/channel.h"
 #include "tools/load/bench_report.h"
+#include "tools/load/cli_args.h"
 #include "tools/load/haproxy_process.h"
 #include "tools/load/proc_util.h"
 
@@ -106,23 +107,11 @@ int main(int argc, char** argv) {
     bool certs_given = false;
     std::string command = "s2smux-bench";
     for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto value = [&]() -> const char* {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "s2smux-bench: %s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        auto count = [&](std::optional<std::uint64_t>& dst) {
-            const char* v = value();
-            dst = parse_count(v);
-            if (!dst) {
-                std::fprintf(stderr, "s2smux-bench: %s: not a count: '%s'\n", a.c_str(), v);
-                std::exit(2);
-            }
-        };
+    ArgReader args(argc, argv, "s2smux-bench");
+    while (args.next()) {
+        const std::string& a = args.arg();
+        auto value = [&] { return args.value(); };
+        auto count = [&](std::optional<std::uint64_t>& dst) { args.count(dst); };
         if (a == "--local") count(local);
         else if (a == "--remote") count(remote);
         else if (a == "--pair-stanzas") count(pair_stanzas);
@@ -148,7 +137,7 @@ int main(int argc, char** argv) {
             usage(stdout);
             return 0;
         } else {
-            std::fprintf(stderr, "s2smux-bench: unknown argument '%s'\n", argv[i]);
+            std::fprintf(stderr, "s2smux-bench: unknown argument '%s'\n", a.c_str());
             usage(stderr);
             return 2;
         }

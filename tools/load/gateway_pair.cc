@@ -6,6 +6,20 @@
 
 namespace s2smux::load {
 
+std::string GatewayPair::prepare(const std::string& dir, const std::string& prefix) {
+    auto ports = free_loopback_ports(5);
+    if (!ports) return ports.error();
+    const std::vector<std::uint16_t>& p = *ports;
+    a_outer = p[0];
+    a_inner = p[1];
+    b_outer = p[2];
+    b_inner = p[3];
+    unused = p[4];
+    a_sock = dir + "/" + prefix + "a.sock";
+    b_sock = dir + "/" + prefix + "b.sock";
+    return {};
+}
+
 AdminClient* GatewayPair::admin(const std::string& path, std::function<void(const std::string&)> on_error) {
     admins_.push_back(std::make_unique<AdminClient>(loop_));
     AdminClient* c = admins_.back().get();

@@ -25,6 +25,11 @@ public:
 
     GatewayProcess a, b;
     std::string a_sock, b_sock; // admin sockets
+    // Listener ports, and one nobody listens on (an [upstream] never used).
+    std::uint16_t a_outer = 0, a_inner = 0, b_outer = 0, b_inner = 0, unused = 0;
+
+    // Picks the ports; the admin sockets are <dir>/<prefix>a.sock and b.sock.
+    std::string prepare(const std::string& dir, const std::string& prefix);
 
     // A new admin connection (kept until close_admins(); the daemon closes
     // idle ones after 60 s); `on_error` if it fails.

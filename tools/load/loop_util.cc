@@ -11,6 +11,12 @@ void flush_dirty(net::Context& ctx) {
     for (net::Stream* s : batch) s->flush();
 }
 
+void abandon_loop(uv_loop_t* loop, uv_tcp_t& listener) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
 net::Stream* connect_local_server(net::Context& ctx, std::string from, std::string to, std::uint16_t inner_port,
                                   bool tls, std::uint64_t id, TimeMs auth_timeout_ms) {
     xmpp::SessionConfig c;

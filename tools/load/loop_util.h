@@ -32,6 +32,25 @@ Result<std::uint16_t> listen_loopback(uv_loop_t* loop, uv_tcp_t& h, T* self, int
     return static_cast<std::uint16_t>(ntohs(addr.sin_port));
 }
 
+// A run's driver handles: (self->*Pump)() before and after every poll
+// (send, then flush), (self->*Tick)() every `tick_ms`.
+template <class T, void (T::*Pump)(), void (T::*Tick)()>
+void start_driver(uv_loop_t* loop, uv_prepare_t& prepare, uv_check_t& check, uv_timer_t& timer, T* self,
+                  std::uint64_t tick_ms) {
+    uv_prepare_init(loop, &prepare);
+    prepare.data = self;
+    uv_prepare_start(&prepare, [](uv_prepare_t* h) { (static_cast<T*>(h->data)->*Pump)(); });
+    uv_check_init(loop, &check);
+    check.data = self;
+    uv_check_start(&check, [](uv_check_t* h) { (static_cast<T*>(h->data)->*Pump)(); });
+    uv_timer_init(loop, &timer);
+    timer.data = self;
+    uv_timer_start(&timer, [](uv_timer_t* h) { (static_cast<T*>(h->data)->*Tick)(); }, tick_ms, tick_ms);
+}
+
+// A run that failed before its loop ran: close the listener and the loop.
+void abandon_loop(uv_loop_t* loop, uv_tcp_t& listener);
+
 // Writes what the sessions queued (the streams on ctx.dirty).
 void flush_dirty(net::Context& ctx);
 

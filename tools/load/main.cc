@@ -8,6 +8,7 @@
 #include "s2smux_version.h"
 #include "tls/channel.h"
 #include "tools/load/bench.h"
+#include "tools/load/cli_args.h"
 #include "tools/load/fault_suite.h"
 #include "tools/load/haproxy_process.h"
 #include "tools/load/mux_bench.h"
@@ -253,33 +254,12 @@ int main(int argc, char** argv) {
     std::optional<std::uint64_t> adds, add_conns, max_inflight;
     std::optional<double> idle_s, after_s, settle_s, capacity_s;
     bool timeline = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto value = [&]() -> const char* {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "s2smux-load: %s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        auto count = [&](std::optional<std::uint64_t>& dst) {
-            const char* v = value();
-            dst = parse_count(v);
-            if (!dst) {
-                std::fprintf(stderr, "s2smux-load: %s: not a count: '%s'\n", a.c_str(), v);
-                std::exit(2);
-            }
-        };
-        auto seconds = [&](std::optional<double>& dst) {
-            const char* v = value();
-            char* end = nullptr;
-            double d = std::strtod(v, &end);
-            if (!end || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
-                std::fprintf(stderr, "s2smux-load: %s: not a duration in seconds: '%s'\n", a.c_str(), v);
-                std::exit(2);
-            }
-            dst = d;
-        };
+    ArgReader args(argc, argv, "s2smux-load");
+    while (args.next()) {
+        const std::string& a = args.arg();
+        auto value = [&] { return args.value(); };
+        auto count = [&](std::optional<std::uint64_t>& dst) { args.count(dst); };
+        auto seconds = [&](std::optional<double>& dst) { args.seconds(dst); };
         if (a == "--stanzas") {
             count(stanzas);
             stanzas_given = true;
@@ -342,7 +322,7 @@ int main(int argc, char** argv) {
             usage(stdout);
             return 0;
         } else {
-            std::fprintf(stderr, "s2smux-load: unknown argument '%s'\n", argv[i]);
+            std::fprintf(stderr, "s2smux-load: unknown argument '%s'\n", a.c_str());
             usage(stderr);
             return 2;
         }

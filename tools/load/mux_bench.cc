@@ -82,14 +82,10 @@ std::string MuxBench::prepare_certs() {
 }
 
 std::string MuxBench::start_gateways() {
-    auto ports = free_loopback_ports(5);
-    if (!ports) return ports.error();
-    const std::vector<std::uint16_t>& port = *ports;
-    const std::uint16_t a_outer = port[0], b_outer = port[2], a_upstream = port[4];
-    a_inner_ = port[1];
-    b_inner_ = port[3];
-    gws_.a_sock = env_.work_dir + "/a.sock";
-    gws_.b_sock = env_.work_dir + "/b.sock";
+    if (std::string e = gws_.prepare(env_.work_dir, ""); !e.empty()) return e;
+    const std::uint16_t a_outer = gws_.a_outer, b_outer = gws_.b_outer, a_upstream = gws_.unused;
+    a_inner_ = gws_.a_inner;
+    b_inner_ = gws_.b_inner;
     const std::string ca = toml_str(certs_dir_ + "/ca.pem");
     auto cert = [&](const char* d) {
         return fmt::format("[[cert]]\ncert = {}\nkey = {}\n\n", toml_str(certs_dir_ + "/" + d + ".pem"),
@@ -143,9 +139,7 @@ MuxResult MuxBench::run() {
         res_.error = err;
         res_.log_tail = gws_.log_tails();
         gws_.kill_now();
-        uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-        uv_run(&loop_, UV_RUN_DEFAULT);
-        uv_loop_close(&loop_);
+        abandon_loop(&loop_, listener_);
         return res_;
     }
 
@@ -155,15 +149,7 @@ MuxResult MuxBench::run() {
     lag_ns_.reserve(1 << 20);
 
     handles_ = true;
-    uv_prepare_init(&loop_, &prepare_);
-    prepare_.data = this;
-    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<MuxBench*>(h->data)->pump(); });
-    uv_check_init(&loop_, &check_);
-    check_.data = this;
-    uv_check_start(&check_, [](uv_check_t* h) { static_cast<MuxBench*>(h->data)->pump(); });
-    uv_timer_init(&loop_, &timer_);
-    timer_.data = this;
-    uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<MuxBench*>(h->data)->tick(); }, kTickMs, kTickMs);
+    start_driver<MuxBench, &MuxBench::pump, &MuxBench::tick>(&loop_, prepare_, check_, timer_, this, kTickMs);
     start_ns_ = last_progress_ns_ = last_report_ns_ = uv_hrtime();
 
     poller_ = admin(gws_.a_sock, "gateway A admin");

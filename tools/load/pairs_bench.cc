@@ -76,14 +76,10 @@ std::string PairsBench::prepare_certs() {
 }
 
 std::string PairsBench::start_gateways() {
-    auto ports = free_loopback_ports(5);
-    if (!ports) return ports.error();
-    const std::vector<std::uint16_t>& port = *ports;
-    const std::uint16_t a_outer = port[0], b_inner = port[3], a_upstream = port[4];
-    a_inner_ = port[1];
-    b_outer_ = port[2];
-    gws_.a_sock = env_.work_dir + "/pairs-a.sock";
-    gws_.b_sock = env_.work_dir + "/pairs-b.sock";
+    if (std::string e = gws_.prepare(env_.work_dir, "pairs-"); !e.empty()) return e;
+    const std::uint16_t a_outer = gws_.a_outer, b_inner = gws_.b_inner, a_upstream = gws_.unused;
+    a_inner_ = gws_.a_inner;
+    b_outer_ = gws_.b_outer;
     // One gateway's domains [first, first + n), its certificates and the
     // limits that let every domain be added at once.
     auto cloud = [&](std::uint64_t first, std::uint64_t n, const std::string& sock, std::uint16_t outer,
@@ -134,9 +130,7 @@ PairsResult PairsBench::run() {
         res_.error = err;
         res_.log_tail = gws_.log_tails();
         gws_.kill_now();
-        uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-        uv_run(&loop_, UV_RUN_DEFAULT);
-        uv_loop_close(&loop_);
+        abandon_loop(&loop_, listener_);
         return res_;
     }
     pairs_end_ = res_.pairs;
@@ -145,15 +139,7 @@ PairsResult PairsBench::run() {
     for (std::uint64_t p = 0; p < res_.pairs; ++p) next_seq_[p] = p;
     lat_ns_.reserve(res_.close_done ? res_.pairs : o_.stanzas);
 
-    uv_prepare_init(&loop_, &prepare_);
-    prepare_.data = this;
-    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<PairsBench*>(h->data)->pump(); });
-    uv_check_init(&loop_, &check_);
-    check_.data = this;
-    uv_check_start(&check_, [](uv_check_t* h) { static_cast<PairsBench*>(h->data)->pump(); });
-    uv_timer_init(&loop_, &timer_);
-    timer_.data = this;
-    uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<PairsBench*>(h->data)->tick(); }, kTickMs, kTickMs);
+    start_driver<PairsBench, &PairsBench::pump, &PairsBench::tick>(&loop_, prepare_, check_, timer_, this, kTickMs);
     last_progress_ns_ = last_report_ns_ = uv_hrtime();
 
     uv_run(&loop_, UV_RUN_DEFAULT);
