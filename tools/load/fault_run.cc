@@ -240,12 +240,7 @@ std::string FaultRun::setup() {
     if (std::string e = write_configs(); !e.empty()) return e;
     if (std::string e = start_b("gw-b"); !e.empty()) return e;
     if (auto r = ga_.start_config(env_.s2smuxd, dir_, "gw-a", a_conf_, a_inner_); !r) return r.error();
-    for (int i = 0; i < 500; ++i) { // the admin sockets appear just after the listeners
-        struct stat st{};
-        if (::stat(a_sock_.c_str(), &st) == 0 && ::stat(b_sock_.c_str(), &st) == 0) return {};
-        uv_sleep(10);
-    }
-    return "the gateways' admin sockets did not appear within 5 s";
+    return wait_admin_sockets({a_sock_, b_sock_}, 5000);
 }
 
 FaultResult FaultRun::run() {

@@ -96,6 +96,11 @@ private:
 // `error`); then `error` (if still empty) says which one did not exit 0.
 bool reap_gateways(GatewayProcess& a, GatewayProcess& b, double waited_s, double timeout_s, std::string& error);
 
+// Waits until every admin socket in `paths` accepts a connection (a
+// socket file exists between the daemon's bind() and its listen(), when a
+// connection is refused). Empty, or what timed out.
+std::string wait_admin_sockets(const std::vector<std::string>& paths, int timeout_ms);
+
 // A TOML basic string: "..." with " and \\ escaped.
 std::string toml_str(const std::string& s);
 

@@ -117,13 +117,7 @@ std::string MuxBench::start_gateways() {
 
     if (auto r = gws_.b.start_config(env_.s2smuxd, env_.work_dir, "gw-b", b, b_inner_); !r) return r.error();
     if (auto r = gws_.a.start_config(env_.s2smuxd, env_.work_dir, "gw-a", a, a_inner_); !r) return r.error();
-    // The admin sockets are created just after the listeners.
-    for (int i = 0; i < 500; ++i) {
-        struct stat st{};
-        if (::stat(gws_.a_sock.c_str(), &st) == 0 && ::stat(gws_.b_sock.c_str(), &st) == 0) return {};
-        uv_sleep(10);
-    }
-    return "the gateways' admin sockets did not appear within 5 s";
+    return wait_admin_sockets({gws_.a_sock, gws_.b_sock}, 5000);
 }
 
 MuxResult MuxBench::run() {

@@ -109,12 +109,7 @@ std::string PairsBench::start_gateways() {
     const int start_ms = 30000 + static_cast<int>((o_.local + o_.remote) * 20); // certificates load first
     if (auto r = gws_.b.start_config(env_.s2smuxd, env_.work_dir, "pairs-gw-b", b, b_inner, start_ms); !r) return r.error();
     if (auto r = gws_.a.start_config(env_.s2smuxd, env_.work_dir, "pairs-gw-a", a, a_inner_, start_ms); !r) return r.error();
-    for (int i = 0; i < 1000; ++i) {
-        struct stat st{};
-        if (::stat(gws_.a_sock.c_str(), &st) == 0 && ::stat(gws_.b_sock.c_str(), &st) == 0) return {};
-        uv_sleep(10);
-    }
-    return "the gateways' admin sockets did not appear within 10 s";
+    return wait_admin_sockets({gws_.a_sock, gws_.b_sock}, 10000);
 }
 
 PairsResult PairsBench::run() {
