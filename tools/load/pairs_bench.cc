@@ -269,7 +269,10 @@ void PairsBench::stream_closed(net::Stream& s, const xmpp::CloseInfo& info) {
     if (was_gen) gen_ = nullptr;
     std::erase(sinks_, &s);
     if (phase_ >= Phase::Closing || (!was_gen && res_.close_done)) return;
-    fail(fmt::format("{} stream closed during the run: {}", was_gen ? "generator" : "sink", info.reason));
+    std::string why = fmt::format("{} stream closed during the run: {}", was_gen ? "generator" : "sink", info.reason);
+    std::string died; // a gateway that died closes streams first: say so
+    for (int i = 0; i < 20 && (died = gws_.died()).empty(); ++i) uv_sleep(10);
+    fail(died.empty() ? why : died + "; " + why);
 }
 
 // ------------------------------------------------------------------ flow
