@@ -2,6 +2,8 @@
 
 #include "common/log.h"
 #include "tools/load/haproxy_process.h"
+#include "tools/load/loop_util.h"
+#include "tools/load/proc_util.h"
 
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -18,20 +20,6 @@ constexpr std::uint64_t kTickMs = 100;
 constexpr std::uint64_t kSecondNs = 1000000000ULL;
 constexpr double kDrainTimeoutS = 10;  // for closing streams and s2smuxd's exit after SIGTERM
 constexpr double kTermAfterS = 1;      // SIGTERM even if the generator's stream is still closing
-
-double self_cpu_s() {
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-double percentile_ms(const std::vector<std::uint64_t>& sorted, double q) {
-    if (sorted.empty()) return 0;
-    auto idx = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-    idx = std::clamp<std::size_t>(idx, 1, sorted.size()) - 1;
-    return static_cast<double>(sorted[idx]) / 1e6;
-}
 
 } // namespace
 
@@ -99,25 +87,13 @@ BenchResult Bench::run() {
     res_.hop = has_hop();
     lat_ns_.reserve(o_.stanzas);
 
-    uv_tcp_init(&loop_, &listener_);
-    listener_.data = this;
-    sockaddr_in addr{};
-    uv_ip4_addr("127.0.0.1", 0, &addr);
-    int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
-    if (rc == 0)
-        rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 64, [](uv_stream_t* srv, int status) {
-            if (status == 0) static_cast<Bench*>(srv->data)->on_accept();
-        });
-    int len = sizeof addr;
-    if (rc == 0) rc = uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    if (rc != 0) {
-        res_.error = fmt::format("sink listener: {}", uv_strerror(rc));
-        uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-        uv_run(&loop_, UV_RUN_DEFAULT);
-        uv_loop_close(&loop_);
+    auto port = listen_loopback<Bench, &Bench::on_accept>(&loop_, listener_, this, 64);
+    if (!port) {
+        res_.error = fmt::format("sink listener: {}", port.error());
+        abandon_loop(&loop_, listener_);
         return res_;
     }
-    sink_port_ = ntohs(addr.sin_port);
+    sink_port_ = *port;
 
     std::uint16_t target_port = sink_port_;
     if (has_hop()) {
@@ -141,15 +117,7 @@ BenchResult Bench::run() {
         }
     }
 
-    uv_prepare_init(&loop_, &prepare_);
-    prepare_.data = this;
-    uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<Bench*>(h->data)->pump(); });
-    uv_check_init(&loop_, &check_);
-    check_.data = this;
-    uv_check_start(&check_, [](uv_check_t* h) { static_cast<Bench*>(h->data)->pump(); });
-    uv_timer_init(&loop_, &timer_);
-    timer_.data = this;
-    uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<Bench*>(h->data)->tick(); }, kTickMs, kTickMs);
+    start_driver<Bench, &Bench::pump, &Bench::tick>(&loop_, prepare_, check_, timer_, this, kTickMs);
 
     start_ns_ = last_progress_ns_ = last_report_ns_ = uv_hrtime();
     route::Target t;
@@ -243,10 +211,7 @@ void Bench::stream_closed(net::Stream& s, const xmpp::CloseInfo& info) {
 
 void Bench::pump() {
     top_up();
-    if (ctx_.dirty.empty()) return;
-    std::vector<net::Stream*> batch;
-    batch.swap(ctx_.dirty);
-    for (net::Stream* s : batch) s->flush();
+    flush_dirty(ctx_);
 }
 
 void Bench::top_up() {

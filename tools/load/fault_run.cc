@@ -1,6 +1,7 @@
 #include "tools/load/fault_run.h"
 
 #include "tools/load/payload.h"
+#include "tools/load/loop_util.h"
 #include "tools/load/proc_util.h"
 #include "xmpp/ns.h"
 
@@ -177,12 +178,9 @@ std::string FaultRun::listen(uv_tcp_t& l, std::uint16_t port, std::uint16_t* bou
 }
 
 std::string FaultRun::write_configs() {
-    std::uint16_t port[5];
-    for (auto& p : port) {
-        auto r = free_loopback_port();
-        if (!r) return r.error();
-        p = *r;
-    }
+    auto ports = free_loopback_ports(5);
+    if (!ports) return ports.error();
+    const std::vector<std::uint16_t>& port = *ports;
     a_outer_ = port[0];
     a_inner_ = port[1];
     b_outer_ = port[2];
@@ -242,12 +240,7 @@ std::string FaultRun::setup() {
     if (std::string e = write_configs(); !e.empty()) return e;
     if (std::string e = start_b("gw-b"); !e.empty()) return e;
     if (auto r = ga_.start_config(env_.s2smuxd, dir_, "gw-a", a_conf_, a_inner_); !r) return r.error();
-    for (int i = 0; i < 500; ++i) { // the admin sockets appear just after the listeners
-        struct stat st{};
-        if (::stat(a_sock_.c_str(), &st) == 0 && ::stat(b_sock_.c_str(), &st) == 0) return {};
-        uv_sleep(10);
-    }
-    return "the gateways' admin sockets did not appear within 5 s";
+    return wait_admin_sockets({a_sock_, b_sock_}, 5000);
 }
 
 FaultResult FaultRun::run() {
@@ -335,34 +328,12 @@ void FaultRun::poll_mux() {
 
 void FaultRun::start_generator() {
     phase_ = Phase::Connecting;
-    xmpp::SessionConfig c;
-    c.role = xmpp::Role::Initiator;
-    c.from = "a.test";
-    c.to = "b.test";
-    c.want_bidi = false;
-    c.auth_timeout_ms = 10000;
     // The local server a.test on gateway A's inner side (as in the mux topology).
-    c.tls_policy = xmpp::TlsPolicy::Optional;
-    c.verify_peer = false;
-    c.use_external = false;
-    route::Target t;
-    t.address = "127.0.0.1";
-    t.port = a_inner_;
-    t.source = "gateway A inner";
-    gen_ = net::Stream::connect(ctx_, net::StreamKind::UpstreamOut, c, {t}, next_id_++, 10000);
+    gen_ = connect_local_server(ctx_, "a.test", "b.test", a_inner_, true, next_id_++);
 }
 
 void FaultRun::on_accept(uv_tcp_t* l) {
-    xmpp::SessionConfig c;
-    c.role = xmpp::Role::Receiver;
-    c.tls_policy = xmpp::TlsPolicy::Optional;
-    c.tls_possible = true;
-    c.offer_external = false;
-    c.offer_dialback = true;
-    c.offer_bidi = false;
-    c.auth_timeout_ms = 10000;
-    net::Stream* s = net::Stream::accept(ctx_, reinterpret_cast<uv_stream_t*>(l), net::StreamKind::OuterIn, false, c,
-                                         next_id_++);
+    net::Stream* s = accept_upstream(ctx_, *l, true, next_id_++);
     if (!s) return;
     const bool sink = l == &sink_l_;
     is_sink_[s] = sink;
@@ -509,10 +480,7 @@ void FaultRun::pump() {
             while (sent_ < due && sent_ - accounted_ < o_.max_inflight) send_one();
         }
     }
-    if (ctx_.dirty.empty()) return;
-    std::vector<net::Stream*> batch;
-    batch.swap(ctx_.dirty);
-    for (net::Stream* s : batch) s->flush();
+    flush_dirty(ctx_);
 }
 
 void FaultRun::inject() {

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +70,16 @@ Result<std::uint16_t> free_loopback_port() {
     }
     ::close(fd);
     return static_cast<std::uint16_t>(ntohs(a.sin_port));
+}
+
+Result<std::vector<std::uint16_t>> free_loopback_ports(std::size_t n) {
+    std::vector<std::uint16_t> v;
+    for (std::size_t i = 0; i < n; ++i) {
+        auto r = free_loopback_port();
+        if (!r) return make_error(r.error());
+        v.push_back(*r);
+    }
+    return v;
 }
 
 namespace {
@@ -253,6 +264,26 @@ bool reap_gateways(GatewayProcess& a, GatewayProcess& b, double waited_s, double
             if (!g->exited_cleanly())
                 error = fmt::format("{} did not shut down cleanly on SIGTERM: {}", g->name(), g->exit_text());
     return true;
+}
+
+std::string wait_admin_sockets(const std::vector<std::string>& paths, int timeout_ms) {
+    for (const auto& path : paths) {
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        if (path.size() >= sizeof sa.sun_path) return fmt::format("admin socket path too long: {}", path);
+        std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+        for (int waited = 0;; waited += 10) {
+            int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) return fmt::format("socket: {}", std::strerror(errno));
+            const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+            ::close(fd);
+            if (up) break;
+            if (waited >= timeout_ms)
+                return fmt::format("admin socket {} not accepting connections within {} ms", path, timeout_ms);
+            sleep_ms(10);
+        }
+    }
+    return {};
 }
 
 std::string GatewayProcess::log_tail(std::size_t bytes) const {

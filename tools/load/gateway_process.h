@@ -19,6 +19,8 @@ namespace s2smux::load {
 // Binds 127.0.0.1:0 and returns the port the kernel chose (then closes it,
 // so there is a small window in which another process could take it).
 Result<std::uint16_t> free_loopback_port();
+// `n` of them.
+Result<std::vector<std::uint16_t>> free_loopback_ports(std::size_t n);
 
 struct ProcStats {
     double cpu_s = 0;         // utime + stime
@@ -93,6 +95,11 @@ private:
 // true: once both have exited (SIGKILL after `timeout_s`, with a note in
 // `error`); then `error` (if still empty) says which one did not exit 0.
 bool reap_gateways(GatewayProcess& a, GatewayProcess& b, double waited_s, double timeout_s, std::string& error);
+
+// Waits until every admin socket in `paths` accepts a connection (a
+// socket file exists between the daemon's bind() and its listen(), when a
+// connection is refused). Empty, or what timed out.
+std::string wait_admin_sockets(const std::vector<std::string>& paths, int timeout_ms);
 
 // A TOML basic string: "..." with " and \\ escaped.
 std::string toml_str(const std::string& s);

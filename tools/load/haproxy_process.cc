@@ -1,5 +1,7 @@
 #include "tools/load/haproxy_process.h"
 
+#include "tools/load/proc_util.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -29,15 +31,7 @@ Result<std::string> write_bundle(const HaproxyParams& p, const std::string& doma
 
 std::string find_haproxy(const std::string& explicit_path) {
     if (!explicit_path.empty()) return ::access(explicit_path.c_str(), X_OK) == 0 ? explicit_path : std::string();
-    std::string dirs = std::getenv("PATH") ? std::getenv("PATH") : "";
-    dirs += ":/usr/sbin:/usr/local/sbin";
-    std::istringstream is(dirs);
-    for (std::string d; std::getline(is, d, ':');) {
-        if (d.empty()) continue;
-        std::string p = d + "/haproxy";
-        if (::access(p.c_str(), X_OK) == 0) return p;
-    }
-    return {};
+    return find_executable("haproxy");
 }
 
 Result<std::uint16_t> start_haproxy(GatewayProcess& proc, const HaproxyParams& p) {

@@ -8,6 +8,7 @@
 #include "s2smux_version.h"
 #include "tls/channel.h"
 #include "tools/load/bench.h"
+#include "tools/load/cli_args.h"
 #include "tools/load/fault_suite.h"
 #include "tools/load/haproxy_process.h"
 #include "tools/load/mux_bench.h"
@@ -102,20 +103,6 @@ void usage(std::FILE* f) {
         f);
 }
 
-std::optional<std::uint64_t> parse_count(const char* s) {
-    char* end = nullptr;
-    errno = 0;
-    unsigned long long v = std::strtoull(s, &end, 10);
-    if (errno != 0 || !end || *end != '\0' || s[0] == '-' || s[0] == '\0') return std::nullopt;
-    return v;
-}
-
-std::string exe_dir() {
-    std::error_code ec;
-    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-    return ec ? std::string(".") : p.parent_path().string();
-}
-
 double rate(double n, double secs) { return secs > 0 ? n / secs : 0; }
 
 // The hop process of a mode, as named in its log file.
@@ -151,22 +138,6 @@ std::string phase_json(const PhaseStats& p) {
                        json_num(p.p50_ms), json_num(p.p99_ms), json_num(p.p999_ms), json_num(p.max_ms),
                        json_num(p.lag_p99_ms), json_num(p.lag_max_ms), json_num(p.gw_a_cpu_s), json_num(p.gw_b_cpu_s),
                        json_num(p.gw_a_loop_s), json_num(p.gw_b_loop_s), json_num(p.tool_cpu_s), json_num(p.other_cpu_s), p.max_inflight, p.end_inflight);
-}
-
-// The 1-, 5- and 15-minute load averages: "0.52 0.80 1.10".
-std::string loadavg() {
-    std::FILE* f = std::fopen("/proc/loadavg", "r");
-    if (!f) return "?";
-    char buf[128] = {};
-    if (!std::fgets(buf, sizeof buf, f)) buf[0] = '\0';
-    std::fclose(f);
-    std::string s(buf);
-    std::size_t n = 0, pos = 0;
-    while (n < 3 && pos != std::string::npos) {
-        pos = s.find(' ', pos + (n ? 1 : 0));
-        ++n;
-    }
-    return pos == std::string::npos ? s : s.substr(0, pos);
 }
 
 int report_mux(const MuxOptions& o, const MuxResult& r, bool timeline, bool ascii, const std::string& work_dir,
@@ -283,33 +254,12 @@ int main(int argc, char** argv) {
     std::optional<std::uint64_t> adds, add_conns, max_inflight;
     std::optional<double> idle_s, after_s, settle_s, capacity_s;
     bool timeline = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto value = [&]() -> const char* {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "s2smux-load: %s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        auto count = [&](std::optional<std::uint64_t>& dst) {
-            const char* v = value();
-            dst = parse_count(v);
-            if (!dst) {
-                std::fprintf(stderr, "s2smux-load: %s: not a count: '%s'\n", a.c_str(), v);
-                std::exit(2);
-            }
-        };
-        auto seconds = [&](std::optional<double>& dst) {
-            const char* v = value();
-            char* end = nullptr;
-            double d = std::strtod(v, &end);
-            if (!end || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
-                std::fprintf(stderr, "s2smux-load: %s: not a duration in seconds: '%s'\n", a.c_str(), v);
-                std::exit(2);
-            }
-            dst = d;
-        };
+    ArgReader args(argc, argv, "s2smux-load");
+    while (args.next()) {
+        const std::string& a = args.arg();
+        auto value = [&] { return args.value(); };
+        auto count = [&](std::optional<std::uint64_t>& dst) { args.count(dst); };
+        auto seconds = [&](std::optional<double>& dst) { args.seconds(dst); };
         if (a == "--stanzas") {
             count(stanzas);
             stanzas_given = true;
@@ -372,7 +322,7 @@ int main(int argc, char** argv) {
             usage(stdout);
             return 0;
         } else {
-            std::fprintf(stderr, "s2smux-load: unknown argument '%s'\n", argv[i]);
+            std::fprintf(stderr, "s2smux-load: unknown argument '%s'\n", a.c_str());
             usage(stderr);
             return 2;
         }

@@ -30,6 +30,7 @@
 #include "tls/trust.h"
 #include "tools/load/admin_client.h"
 #include "tools/load/bench.h"
+#include "tools/load/gateway_pair.h"
 #include "tools/load/gateway_process.h"
 
 #include <uv.h>
@@ -195,11 +196,7 @@ private:
     bool key_verified_ = false;
     bool handles_ = false;
     std::uint16_t sink_port_ = 0, a_inner_ = 0, b_inner_ = 0;
-    std::string a_sock_, b_sock_;
-    GatewayProcess ga_, gb_;
-    // Admin connections, opened when needed (the daemon closes idle ones
-    // after 60 s); all are kept until the loop ends.
-    std::vector<std::unique_ptr<AdminClient>> admins_;
+    GatewayPair gws_{&loop_};
     AdminClient* poller_ = nullptr;
     bool poll_inflight_ = false;
 
@@ -226,11 +223,9 @@ private:
     std::uint64_t adds_sent_t_ = 0;
     std::vector<std::uint64_t> add_reply_ns_;
     std::uint64_t adds_answered_ = 0;
-    int stats_pending_ = 0;
 
     std::uint64_t start_ns_ = 0, last_progress_ns_ = 0, last_report_ns_ = 0, last_report_recv_ = 0;
     std::uint64_t closing_ns_ = 0;
-    bool term_sent_ = false;
 };
 
 } // namespace s2smux::load

@@ -103,12 +103,17 @@ Plan TextPool::plan(std::uint64_t seq) const {
 }
 
 void write_stanza(std::string& out, const TextPool& pool, std::uint64_t seq, std::uint64_t ts_ns) {
+    write_stanza(out, pool, seq, ts_ns, kFromJid, kToJid);
+}
+
+void write_stanza(std::string& out, const TextPool& pool, std::uint64_t seq, std::uint64_t ts_ns,
+                  std::string_view from_jid, std::string_view to_jid) {
     Plan p = pool.plan(seq);
     const bool msg = p.kind == Kind::Message;
     out += msg ? "<message from='" : "<presence from='";
-    out += kFromJid;
+    out += from_jid;
     out += "' to='";
-    out += kToJid;
+    out += to_jid;
     out += msg ? "' type='chat' id='l" : "' id='l";
     put_u64(out, seq);
     out += msg ? "'><body>" : "'><show>away</show><status>";
@@ -123,6 +128,12 @@ void write_stanza(std::string& out, const TextPool& pool, std::uint64_t seq, std
 }
 
 std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got) {
+    return check_stanza(el, pool, got, [](const void*, std::uint64_t) {
+        return std::pair<std::string, std::string>(kFromJid, kToJid);
+    }, nullptr);
+}
+
+std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got, JidsOf jids, const void* ctx) {
     const xml::Node* stamp = el.child(kLoadNs, "load");
     if (!stamp) return fmt::format("<{}/> without the <load/> stamp", el.name);
     if (!parse_u64(stamp->attr("seq"), got.seq) || !parse_u64(stamp->attr("ts"), got.ts_ns))
@@ -132,7 +143,8 @@ std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got) 
     if (el.ns != kServerNs || el.name != (msg ? "message" : "presence"))
         return fmt::format("seq {}: got <{}/> in '{}', expected <{}/>", got.seq, el.name, el.ns,
                            msg ? "message" : "presence");
-    if (el.attr("from") != kFromJid || el.attr("to") != kToJid)
+    const auto [from_jid, to_jid] = jids(ctx, got.seq);
+    if (el.attr("from") != from_jid || el.attr("to") != to_jid)
         return fmt::format("seq {}: from='{}' to='{}'", got.seq, el.attr("from"), el.attr("to"));
     std::string_view id = el.attr("id");
     std::uint64_t idn = 0;

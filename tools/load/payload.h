@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace s2smux::load {
@@ -51,6 +52,9 @@ private:
 
 // Appends stanza `seq`, stamped with `ts_ns` (uv_hrtime()).
 void write_stanza(std::string& out, const TextPool& pool, std::uint64_t seq, std::uint64_t ts_ns);
+// The same between other addresses (s2smux-bench's N x M pairs).
+void write_stanza(std::string& out, const TextPool& pool, std::uint64_t seq, std::uint64_t ts_ns,
+                  std::string_view from_jid, std::string_view to_jid);
 
 struct Stamp {
     std::uint64_t seq = 0;
@@ -61,6 +65,10 @@ struct Stamp {
 // carry: element name, addresses, id and the exact text. Returns an empty
 // string and fills `got`, or says what is wrong.
 std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got);
+// The same; the addresses must be these. (The seq is parsed first: the
+// caller may derive them from got.seq, so they are passed as a function.)
+using JidsOf = std::pair<std::string, std::string> (*)(const void* ctx, std::uint64_t seq);
+std::string check_stanza(const xml::Node& el, const TextPool& pool, Stamp& got, JidsOf jids, const void* ctx);
 
 // The generator's a.test -> b.test stanza number `expected`, received by the
 // sink: domains, content (check_stanza) and order. Empty, or what is wrong.

@@ -3,6 +3,7 @@
 #include "tools/load/gateway_process.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,7 +14,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 namespace s2smux::load {
@@ -89,6 +92,93 @@ std::string json_str(std::string_view s) {
 std::uint64_t rss_kb(pid_t pid) {
     auto st = read_proc_stats(pid);
     return st ? st->rss_kb : 0;
+}
+
+std::string find_executable(const std::string& name) {
+    std::string dirs = std::getenv("PATH") ? std::getenv("PATH") : "";
+    dirs += ":/usr/sbin:/usr/local/sbin";
+    std::istringstream is(dirs);
+    for (std::string d; std::getline(is, d, ':');) {
+        if (d.empty()) continue;
+        std::string p = d + "/" + name;
+        if (::access(p.c_str(), X_OK) == 0) return p;
+    }
+    return {};
+}
+
+std::string unclean_stats(const std::map<std::string, std::uint64_t>& a, const std::map<std::string, std::uint64_t>& b) {
+    for (const auto* st : {&a, &b})
+        for (const char* k : {"stanzas.bounced", "stanzas.dropped", "mux.refused_in", "mux.refused_out"})
+            if (stat_of(*st, k) != 0) return fmt::format("gateway {}: {} = {}", st == &a ? "A" : "B", k, stat_of(*st, k));
+    return {};
+}
+
+std::optional<std::uint64_t> parse_count(const char* s) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(s, &end, 10);
+    if (errno != 0 || !end || *end != '\0' || s[0] == '-' || s[0] == '\0') return std::nullopt;
+    return v;
+}
+
+std::string exe_dir() {
+    std::error_code ec;
+    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string(".") : p.parent_path().string();
+}
+
+// The 1-, 5- and 15-minute load averages: "0.52 0.80 1.10".
+std::string loadavg() {
+    std::FILE* f = std::fopen("/proc/loadavg", "r");
+    if (!f) return "?";
+    char buf[128] = {};
+    if (!std::fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    std::fclose(f);
+    std::string s(buf);
+    std::size_t n = 0, pos = 0;
+    while (n < 3 && pos != std::string::npos) {
+        pos = s.find(' ', pos + (n ? 1 : 0));
+        ++n;
+    }
+    return pos == std::string::npos ? s : s.substr(0, pos);
+}
+
+double self_cpu_s() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double percentile_ms(const std::vector<std::uint64_t>& sorted, double q) {
+    if (sorted.empty()) return 0;
+    auto idx = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+    idx = std::clamp<std::size_t>(idx, 1, sorted.size()) - 1;
+    return static_cast<double>(sorted[idx]) / 1e6;
+}
+
+std::uint64_t count_established(std::uint16_t port) {
+    std::uint64_t n = 0;
+    for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+        std::FILE* f = std::fopen(path, "r");
+        if (!f) continue;
+        char line[512];
+        bool header = true;
+        while (std::fgets(line, sizeof line, f)) {
+            if (header) {
+                header = false;
+                continue;
+            }
+            // "  sl  local_address rem_address   st ...": "0: 0100007F:1F90 0100007F:C350 01 ..."
+            char local[64], remote[64];
+            unsigned st = 0;
+            if (std::sscanf(line, " %*[^:]: %63s %63s %x", local, remote, &st) != 3) continue;
+            const char* colon = std::strrchr(local, ':');
+            if (st == 1 && colon && std::strtoul(colon + 1, nullptr, 16) == port) ++n;
+        }
+        std::fclose(f);
+    }
+    return n;
 }
 
 } // namespace s2smux::load
