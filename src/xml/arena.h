@@ -1,8 +1,10 @@
 // Bump allocator for one top-level element at a time. The parser resets it
 // after each stanza, so steady-state parsing allocates nothing: chunks are
-// kept and reused.
+// kept and reused. Chunks start small and double (up to kMaxChunk): an
+// idle stream that only ever saw its handshake holds a couple of KiB.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,7 +18,8 @@ namespace s2smux::xml {
 
 class Arena {
 public:
-    explicit Arena(std::size_t chunk = 16 * 1024) : chunk_size_(chunk) {}
+    static constexpr std::size_t kMaxChunk = 32 * 1024;
+    explicit Arena(std::size_t chunk = 2 * 1024) : chunk_size_(chunk) {}
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
 
@@ -79,7 +82,9 @@ private:
             if (cur_ < chunks_.size() && used_ != 0) ++cur_;
             used_ = 0;
             if (cur_ >= chunks_.size()) {
-                std::size_t sz = n + align > chunk_size_ ? n + align : chunk_size_;
+                const std::size_t want =
+                    chunks_.empty() ? chunk_size_ : std::min(2 * chunks_.back().size, std::max(kMaxChunk, chunk_size_));
+                const std::size_t sz = n + align > want ? n + align : want;
                 chunks_.push_back({std::unique_ptr<char[]>(new char[sz]), sz});
                 cur_ = chunks_.size() - 1;
             }
