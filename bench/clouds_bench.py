@@ -54,13 +54,13 @@ MODES = ("prosody-direct", "gateway-standard", "gateway-mux")
 HELP_SIZES = """\
 How far it runs on the shared 2-core Debian 12 VM (RLIMIT_NOFILE hard limit
 20,000; bench/RESULTS.md, "Standard S2S baseline"): 20x20 (default, about
-2 minutes for the three modes) and 50x50 run in every mode. Every mode keeps
-one standard stream per domain pair and direction on each Prosody (to the
-other Prosody, or to and from its gateway): about 2 x N x M sockets per
-Prosody; a gateway in standard mode holds about 3 x N x M (inner, outer,
-upstream). So near 6,000 pairs (about 78x78) gateway-standard runs out of
-descriptors, near 9,500 pairs (about 97x97) every mode does: 100x100 does
-not fit on this machine.
+2 minutes for the three modes), 50x50 (K = 2, 5 min) and 70x70 (K = 1,
+8 min) run in every mode. Every mode keeps one standard stream per domain
+pair and direction on each Prosody (to the other Prosody, or to and from
+its gateway): about 2 x N x M sockets per Prosody; a gateway in standard
+mode holds about 3 x N x M (inner, outer, upstream). So near 6,000 pairs
+(about 78x78) gateway-standard runs out of descriptors, near 9,500 pairs
+(about 97x97) every mode does: 100x100 does not fit on this machine.
 """
 
 
