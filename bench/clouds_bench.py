@@ -55,12 +55,15 @@ HELP_SIZES = """\
 How far it runs on the shared 2-core Debian 12 VM (RLIMIT_NOFILE hard limit
 20,000; bench/RESULTS.md, "Standard S2S baseline"): 20x20 (default, about
 2 minutes for the three modes), 50x50 (K = 2, 5 min) and 70x70 (K = 1,
-8 min) run in every mode. Every mode keeps one standard stream per domain
-pair and direction on each Prosody (to the other Prosody, or to and from
-its gateway): about 2 x N x M sockets per Prosody; a gateway in standard
-mode holds about 3 x N x M (inner, outer, upstream). So near 6,000 pairs
-(about 78x78) gateway-standard runs out of descriptors, near 9,500 pairs
-(about 97x97) every mode does: 100x100 does not fit on this machine.
+8 min) run in every mode; 90x90 (K = 1) runs in prosody-direct and
+gateway-mux (4-5 min each), while gateway-standard fails there ("too many
+open files" in both gateways, 3,448 messages bounced). Every mode keeps one
+standard stream per domain pair and direction on each Prosody (to the other
+Prosody, or to and from its gateway): about 2 x N x M sockets per Prosody;
+a gateway in standard mode holds about 3 x N x M (inner, outer, upstream).
+So beyond about 6,000 pairs (78x78) gateway-standard runs out of
+descriptors, beyond about 9,500 pairs (97x97) every mode does: 100x100 does
+not fit on this machine.
 """
 
 
@@ -100,6 +103,13 @@ def run_mode(mode: str, args, tmp: Path, pki: Pki) -> dict:
     c = build(mode, tmp / mode, pki, n, m, args.s2smuxd)
     say(f"{mode}: {n + m} certificates issued in {time.monotonic() - t0:.1f} s; starting servers")
     flood = None
+    conns = [0, 0]
+
+    def sample_connections():
+        s2s, local = count_connections(c)
+        conns[0], conns[1] = max(conns[0], s2s), max(conns[1], local)
+        out.update(connections=conns[0], prosody_gateway_connections=conns[1])
+
     try:
         for s in c.servers():
             s.start(timeout=60)
@@ -108,12 +118,6 @@ def run_mode(mode: str, args, tmp: Path, pki: Pki) -> dict:
         flood = Flood(sessions, window=args.window)
         pairs = spread(n, m)
         one_round = [x for i, j in pairs for x in ((i, n + j), (n + j, i))]
-        conns = [0, 0]
-
-        def sample_connections():
-            s2s, local = count_connections(c)
-            conns[0], conns[1] = max(conns[0], s2s), max(conns[1], local)
-
         def progress(done, total):
             say(f"{mode}: {done}/{total} delivered")
 
@@ -137,7 +141,6 @@ def run_mode(mode: str, args, tmp: Path, pki: Pki) -> dict:
         cpu = {name: round(cpu1[name] - cpu0[name], 2) for name in cpu0}
         server_cpu = sum(cpu.values())
         out.update(
-            connections=conns[0], prosody_gateway_connections=conns[1],
             stanzas=res.planned, delivered=res.delivered, seconds=round(res.seconds, 3),
             stanzas_per_s=round(res.delivered / res.seconds, 1),
             p50_ms=round(res.p50_ms, 2), p99_ms=round(res.p99_ms, 2),
@@ -161,6 +164,10 @@ def run_mode(mode: str, args, tmp: Path, pki: Pki) -> dict:
         say(f"{mode}: ok: {out['stanzas_per_s']:,.0f} stanzas/s, {conns[0]} connections")
     except Exception as e:  # noqa: BLE001 - a failed mode is reported, the others still run
         out["error"] = f"{type(e).__name__}: {e}"
+        try:
+            sample_connections()   # what was open when it failed
+        except Exception:  # noqa: BLE001 - servers may be gone
+            pass
         say(f"{mode}: FAILED: {out['error']}")
     finally:
         if flood:
