@@ -54,7 +54,7 @@ MODES = ("prosody-direct", "gateway-standard", "gateway-mux")
 HELP_SIZES = """\
 How far it runs on the shared 2-core Debian 12 VM (RLIMIT_NOFILE hard limit
 20,000; bench/RESULTS.md, "Standard S2S baseline"): 20x20 (default, about
-2 minutes for the three modes), 50x50 (K = 2, 5 min) and 70x70 (K = 1,
+0.5-2 minutes for the three modes), 50x50 (K = 2, 5 min) and 70x70 (K = 1,
 8 min) run in every mode; 90x90 (K = 1) runs in prosody-direct and
 gateway-mux (4-5 min each), while gateway-standard fails there ("too many
 open files" in both gateways, 3,448 messages bounced). Every mode keeps one
