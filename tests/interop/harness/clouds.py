@@ -34,6 +34,12 @@ Layout (as test_gateway_two_clouds.py, with N domains per side):
   stream within 30 s").
 * `mux`: None leaves [mux] out of the gateway configs (daemon default);
   True/False writes `[mux] enabled = ...` (plus `mux_options`).
+
+DirectClouds is the same two Prosody servers with no gateway (the standard
+S2S baseline): each routes the other cloud's domains straight to the other's
+S2S port, s2s_secure_auth = true, so every stream is STARTTLS + SASL
+EXTERNAL with the test PKI's certificates (one stream per domain pair and
+direction: Prosody 0.12 has no bidirectional streams).
 """
 
 from __future__ import annotations
@@ -76,7 +82,94 @@ def unique_certs(certs: Mapping[str, DomainCert]) -> list[DomainCert]:
     return out
 
 
-class TwoClouds:
+def prosody_globals(tcp_backlog: int | None,
+                    extra_global: Mapping[str, object] | None) -> dict[str, object]:
+    """Global Prosody options shared by both layouts (see the backlog note above)."""
+    extra: dict[str, object] = {}
+    if tcp_backlog:
+        extra["network_settings"] = {"tcp_backlog": tcp_backlog, "nagle": False}
+    extra.update(extra_global or {})
+    return extra
+
+
+class _Clouds:
+    """What both layouts share: pa, pb, a_domains, b_domains, users."""
+
+    pa: Prosody
+    pb: Prosody
+
+    def _domains(self, pki: Pki, n_a: int, n_b: int | None, a_prefix: str, b_prefix: str,
+                 users: Mapping[str, str] | None, cert_mode: str) -> None:
+        self.a_domains = cloud_domains(a_prefix, n_a)
+        self.b_domains = cloud_domains(b_prefix, n_a if n_b is None else n_b)
+        self.users = dict(users or {"u": "pw"})
+        self.a_certs = issue_cloud_certs(pki, self.a_domains, cert_mode)
+        self.b_certs = issue_cloud_certs(pki, self.b_domains, cert_mode)
+
+    def servers(self) -> list:
+        raise NotImplementedError
+
+    def stop(self, gateway_timeout: float = 30.0) -> dict[str, float]:
+        """Stop every server at once (the runner stops servers one after
+        the other). With thousands of streams Prosody 0.12 does not exit
+        within the 5 s after SIGTERM and is killed, and s2smuxd closes its
+        streams one by one (some 600/s on a loaded 2-core machine: 7,500
+        streams take over 10 s, the harness's default before SIGKILL), so
+        the gateways get `gateway_timeout`. Returns {name: seconds its stop()
+        took}. Stopped servers are skipped by the runner's own teardown;
+        s2smuxd's exit status is still judged by its post_mortem()."""
+        took: dict[str, float] = {}
+
+        def stop(s):
+            t0 = time.monotonic()
+            try:
+                if isinstance(s, S2smuxd):
+                    s.stop(timeout=gateway_timeout)
+                else:
+                    s.stop()
+            finally:
+                took[s.name] = time.monotonic() - t0
+
+        threads = [threading.Thread(target=stop, args=(s,)) for s in self.servers()]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return took
+
+    def accounts(self, user: str | None = None) -> list[tuple[str, str, int]]:
+        """(jid, password, c2s port) of `user` (default: the first) on every domain, A then B."""
+        user = user or next(iter(self.users))
+        pw = self.users[user]
+        return ([(f"{user}@{d}", pw, self.pa.c2s_port) for d in self.a_domains]
+                + [(f"{user}@{d}", pw, self.pb.c2s_port) for d in self.b_domains])
+
+
+class DirectClouds(_Clouds):
+    """Prosody A (a1..aN) <==standard S2S, one stream per pair and direction==> Prosody B (b1..bM)"""
+
+    def __init__(self, tmpdir: Path | str, pki: Pki, n_a: int, n_b: int | None = None, *,
+                 a_prefix: str = "a", b_prefix: str = "b",
+                 users: Mapping[str, str] | None = None,
+                 cert_mode: str = "per-domain",
+                 prosody_log_level: str = "info", stanza_debug: bool = False,
+                 prosody_tcp_backlog: int | None = 4096,
+                 prosody_extra_global: Mapping[str, object] | None = None):
+        self._domains(pki, n_a, n_b, a_prefix, b_prefix, users, cert_mode)
+        self.a_s2s, self.b_s2s = free_port(), free_port()
+        common = dict(pki=pki, s2s_secure_auth=True, users=self.users,
+                      stanza_debug=stanza_debug, log_level=prosody_log_level,
+                      extra_global=prosody_globals(prosody_tcp_backlog, prosody_extra_global))
+        self.pa = Prosody(tmpdir, "prosody-a", self.a_domains, certs=self.a_certs, s2s_port=self.a_s2s,
+                          routes={d: f"127.0.0.1:{self.b_s2s}" for d in self.b_domains}, **common)
+        self.pb = Prosody(tmpdir, "prosody-b", self.b_domains, certs=self.b_certs, s2s_port=self.b_s2s,
+                          routes={d: f"127.0.0.1:{self.a_s2s}" for d in self.a_domains}, **common)
+
+    def servers(self) -> list:
+        return [self.pa, self.pb]
+
+
+class TwoClouds(_Clouds):
     def __init__(self, tmpdir: Path | str, pki: Pki, n_a: int, n_b: int | None = None, *,
                  a_prefix: str = "a", b_prefix: str = "b",
                  users: Mapping[str, str] | None = None,
@@ -88,12 +181,7 @@ class TwoClouds:
                  prosody_log_level: str = "info", stanza_debug: bool = False,
                  prosody_tcp_backlog: int | None = 4096,
                  prosody_extra_global: Mapping[str, object] | None = None):
-        n_b = n_a if n_b is None else n_b
-        self.a_domains = cloud_domains(a_prefix, n_a)
-        self.b_domains = cloud_domains(b_prefix, n_b)
-        self.users = dict(users or {"u": "pw"})
-        self.a_certs = issue_cloud_certs(pki, self.a_domains, cert_mode)
-        self.b_certs = issue_cloud_certs(pki, self.b_domains, cert_mode)
+        self._domains(pki, n_a, n_b, a_prefix, b_prefix, users, cert_mode)
         self.a_s2s, self.b_s2s = free_port(), free_port()
         self.a_outer, self.b_outer = free_port(), free_port()
         self.a_outer_tls = free_port() if direct_tls else None
@@ -125,13 +213,9 @@ class TwoClouds:
         self.gwb = S2smuxd(tmpdir, gateway_binary, name="s2smuxd-b", config=gw_config(
             self.b_domains, self.b_certs, self.b_s2s, self.b_outer, self.b_outer_tls,
             self.a_domains, self.a_outer, self.a_outer_tls))
-        extra = {}
-        if prosody_tcp_backlog:
-            extra["network_settings"] = {"tcp_backlog": prosody_tcp_backlog, "nagle": False}
-        extra.update(prosody_extra_global or {})
         common = dict(pki=pki, s2s_secure_auth=False, users=self.users,
                       stanza_debug=stanza_debug, log_level=prosody_log_level,
-                      extra_global=extra)
+                      extra_global=prosody_globals(prosody_tcp_backlog, prosody_extra_global))
         self.pa = Prosody(tmpdir, "prosody-a", self.a_domains, certs=self.a_certs,
                           s2s_port=self.a_s2s, gateway=f"127.0.0.1:{self.gwa.inner_port}", **common)
         self.pb = Prosody(tmpdir, "prosody-b", self.b_domains, certs=self.b_certs,
@@ -141,43 +225,7 @@ class TwoClouds:
         """Start order: gateways, then the Prosody servers."""
         return [self.gwa, self.gwb, self.pa, self.pb]
 
-    def stop(self, gateway_timeout: float = 30.0) -> dict[str, float]:
-        """Stop all four servers at once (the runner stops servers one after
-        the other). With thousands of streams Prosody 0.12 does not exit
-        within the 5 s after SIGTERM and is killed, and s2smuxd closes its
-        streams one by one (some 600/s on a loaded 2-core machine: 7,500
-        streams take over 10 s, the harness's default before SIGKILL), so
-        the gateways get `gateway_timeout`. Returns {name: seconds its stop()
-        took}. Stopped servers are skipped by the runner's own teardown;
-        s2smuxd's exit status is still judged by its post_mortem()."""
-        took: dict[str, float] = {}
-
-        def stop(s):
-            t0 = time.monotonic()
-            try:
-                if isinstance(s, S2smuxd):
-                    s.stop(timeout=gateway_timeout)
-                else:
-                    s.stop()
-            finally:
-                took[s.name] = time.monotonic() - t0
-
-        for group in ((self.pa, self.pb, self.gwa, self.gwb),):
-            threads = [threading.Thread(target=stop, args=(s,)) for s in group]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-        return took
-
     def outer_ports(self, side: str) -> list[int]:
         if side == "a":
             return [p for p in (self.a_outer, self.a_outer_tls) if p]
         return [p for p in (self.b_outer, self.b_outer_tls) if p]
-
-    def accounts(self, user: str | None = None) -> list[tuple[str, str, int]]:
-        """(jid, password, c2s port) of `user` (default: the first) on every domain, A then B."""
-        user = user or next(iter(self.users))
-        pw = self.users[user]
-        return ([(f"{user}@{d}", pw, self.pa.c2s_port) for d in self.a_domains]
-                + [(f"{user}@{d}", pw, self.pb.c2s_port) for d in self.b_domains])
