@@ -42,6 +42,26 @@ std::string field(std::string_view obj, std::string_view key) {
 
 double num(std::string_view obj, std::string_view key) { return std::atof(field(obj, key).c_str()); }
 
+// Offset just past the JSON value (object or array) opening at `at`, or npos.
+std::size_t value_end(std::string_view j, std::size_t at) {
+    int depth = 0;
+    bool in_str = false;
+    for (std::size_t i = at; i < j.size(); ++i) {
+        const char c = j[i];
+        if (in_str) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            ++depth;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return std::string_view::npos;
+}
+
 } // namespace
 
 CloudsResult run_clouds(const std::string& script, std::uint64_t local, std::uint64_t remote, bool quick,
@@ -68,11 +88,19 @@ CloudsResult run_clouds(const std::string& script, std::uint64_t local, std::uin
     }
     if (!err.empty()) r.error = err; // its JSON still says which modes ran
     r.pairs = num(std::string_view(r.json).substr(0, modes), "pairs");
-    // Each mode is one flat {...} inside the "modes" array.
-    for (std::size_t at = r.json.find('{', modes); at != std::string::npos; at = r.json.find('{', at + 1)) {
-        const std::size_t end = r.json.find('}', at);
-        if (end == std::string::npos) break;
-        std::string_view o(r.json.data() + at, end - at + 1);
+    // Each mode is one {...} of the "modes" array; the objects nested in
+    // it (per-process CPU) come after the fields read here.
+    const std::string_view j(r.json);
+    const std::size_t arr = j.find('[', modes);
+    const std::size_t arr_end = arr == std::string_view::npos ? arr : value_end(j, arr);
+    if (arr_end == std::string_view::npos) {
+        r.error = fmt::format("{}: malformed \"modes\" in its JSON", script);
+        return r;
+    }
+    for (std::size_t at = j.find('{', arr); at < arr_end; at = j.find('{', at)) {
+        const std::size_t end = value_end(j, at);
+        if (end == std::string_view::npos || end > arr_end) break;
+        std::string_view o = j.substr(at, end - at);
         CloudsMode m;
         m.mode = field(o, "mode");
         m.ok = field(o, "ok") == "true";
