@@ -84,11 +84,23 @@ class CpuSampler(threading.Thread):
     """CPU seconds of a process every 20 ms, with the wall time (time.time()),
     so that the CPU spent from a logged instant on can be read afterwards."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int | None = None, config: Path | None = None):
         super().__init__(daemon=True)
-        self.pid, self.samples, self.stopping = pid, [], threading.Event()
+        self.pid, self.config, self.samples, self.stopping = pid, config, [], threading.Event()
+
+    def find_pid(self) -> None:
+        """The process started with this configuration (before its start() returns)."""
+        while self.pid is None and not self.stopping.is_set():
+            for d in Path("/proc").iterdir():
+                try:
+                    if d.name.isdigit() and str(self.config).encode() in (d / "cmdline").read_bytes():
+                        self.pid = int(d.name)
+                except OSError:
+                    pass
+            time.sleep(0.005)
 
     def run(self) -> None:
+        self.find_pid()
         while not self.stopping.is_set():
             try:
                 self.samples.append((time.time(), cpu_s(self.pid)))
@@ -162,11 +174,11 @@ def main() -> int:
         load0 = os.getloadavg()
         cpu_b0 = cpu_s(gb.proc.pid)
         t_start = time.monotonic()
-        sample_b = CpuSampler(gb.proc.pid)
+        sample_b = CpuSampler(pid=gb.proc.pid)
         sample_b.start()
-        ga.start(timeout=120)
-        sample_a = CpuSampler(ga.proc.pid)
+        sample_a = CpuSampler(config=ga.config_file)  # from its exec on: it connects during start()
         sample_a.start()
+        ga.start(timeout=120)
         load_s = time.monotonic() - t_start
         want = args.count - 1
         deadline = time.monotonic() + 600
