@@ -198,10 +198,15 @@ void learn_issuer(ChainCache& cache, const tls::TrustStore& trust, const std::ve
     }
     tls::CertDer ic;
     if (!tls::split_cert_der(issuer_chain.front(), ic)) return;
+    // What never changes for these bytes is remembered as "no fast path"
+    // (e.g. RSA CAs), so that their leaves do not pay for this every time.
+    auto never = [&] { cache.remember_issuer(std::move(key), ChainCache::Issuer{nullptr, 0, 0, generation}); };
     auto ec = tls::EcPublicKey::from_spki(ic.spki);
-    if (!ec || !signed_by(*ec, leaf) || !tls::is_ca_der(issuer_chain.front())) return;
+    if (!ec || !tls::is_ca_der(issuer_chain.front())) return never();
+    if (!signed_by(*ec, leaf)) return;
     auto v = tls::verify_chain(trust, issuer_chain, now);
-    if (!v.trusted || v.name_constrained) return;
+    if (v.trusted && v.name_constrained) return never();
+    if (!v.trusted) return;
     cache.remember_issuer(std::move(key), ChainCache::Issuer{std::move(ec), v.valid_from, v.valid_until, generation});
 }
 
@@ -217,7 +222,7 @@ std::shared_ptr<const ChainCache::Issuer> ChainCache::issuer(const std::string& 
     std::lock_guard lock(mu_);
     auto it = issuers_.find(key);
     if (it == issuers_.end() || it->second->generation != generation) return nullptr;
-    ++stats_.issuer_hits;
+    if (it->second->key) ++stats_.issuer_hits;
     return it->second;
 }
 
@@ -339,9 +344,11 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
         std::string issuer_key = split ? ChainCache::issuer_key(leaf.issuer, in.chain_der) : std::string();
         tls::VerifyResult v;
         bool fast = false;
+        std::shared_ptr<const ChainCache::Issuer> issuer;
         if (split) {
-            auto issuer = cache->issuer(issuer_key, probe.generation);
-            fast = issuer && verify_under_issuer(*issuer, leaf, in.chain_der.front(), in.now, v, proof_key);
+            issuer = cache->issuer(issuer_key, probe.generation);
+            fast = issuer && issuer->key &&
+                   verify_under_issuer(*issuer, leaf, in.chain_der.front(), in.now, v, proof_key);
             have_key = fast;
         }
         if (!have_key) {
@@ -350,7 +357,7 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
                 res.identity = std::move(v.identity);
                 return fail(add_failure_for(v.reason), v.error.empty() ? "certificate not trusted" : v.error);
             }
-            if (split && !v.name_constrained)
+            if (split && !issuer && !v.name_constrained) // known issuers are not learnt again
                 learn_issuer(*cache, trust, in.chain_der, leaf, std::move(issuer_key), in.now, probe.generation);
             // Parse the leaf's key once, for this proof and later ones.
             if (cache)

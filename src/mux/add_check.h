@@ -133,7 +133,7 @@ public:
     void insert(Probe probe, const tls::VerifyResult& verified, ProofKey proof_key);
 
     struct Issuer {
-        std::shared_ptr<const tls::EcPublicKey> key;
+        std::shared_ptr<const tls::EcPublicKey> key; // null: known, never a fast path (not ECDSA, not a CA, constrained)
         std::int64_t valid_from = 0, valid_until = 0; // of its whole path, anchor included
         std::size_t generation = 0;
     };
