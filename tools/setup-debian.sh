@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   g++ meson ninja-build pkg-config
-  libgnutls28-dev libxml2-dev libuv1-dev libfmt-dev libc-ares-dev libtomlplusplus-dev
+  libgnutls28-dev libssl-dev libxml2-dev libuv1-dev libfmt-dev libc-ares-dev libtomlplusplus-dev
   libboost-test-dev scdoc
   # tests and demo: real servers, DNS, clients, certificates
   prosody ejabberd python3 python3-slixmpp python3-prometheus-client dnsmasq-base gnutls-bin lua-unbound

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <malloc.h>
+
 #include <chrono>
 
 namespace s2smux {
@@ -30,6 +32,25 @@ void Gateway::MuxPeer::mux_sign(std::shared_ptr<const tls::LocalCert> cert, std:
         [out, done = std::move(done)] { done(std::move(*out->r)); });
 }
 
+namespace {
+
+// A burst of adds (a whole cloud after a connect) queues thousands of
+// verifications, each with its chain, proof and result: megabytes that
+// malloc keeps once freed, scattered among what the accepted domains keep.
+// When such a burst is over, hand the free pages back to the kernel (on the
+// pool: malloc_trim walks every arena). Loop thread only.
+constexpr std::size_t kTrimAfterVerifications = 256;
+std::size_t verifications_in_flight = 0, verified_since_trim = 0;
+
+void verification_done(uv_loop_t* loop) {
+    ++verified_since_trim;
+    if (--verifications_in_flight != 0 || verified_since_trim < kTrimAfterVerifications) return;
+    verified_since_trim = 0;
+    net::run_in_pool(loop, [] { malloc_trim(0); }, [] {});
+}
+
+} // namespace
+
 void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux::AddCheckResult)> done) {
     struct Out {
         mux::AddCheckResult res;
@@ -39,6 +60,13 @@ void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux:
     const tls::TrustStore* trust = &gw.trust_;
     mux::ChainCache* cache = &gw.mux_chains_;
     GatewayStats* stats = &gw.stats_; // the gateway outlives its pool jobs (uv_run drains them)
+    uv_loop_t* loop = gw.loop_;
+    ++verifications_in_flight;
+    if (++gate->in_flight >= kVerifyHigh && stream && !stream->finished()) {
+        if (!gate->hold_id) gate->hold_id = gw.next_id_++; // shares the stream id space: never a stream's
+        gw.ctx_.pauses.hold(gate->hold_id, stream->id(), *stream);
+    }
+    net::PauseRegistry* pauses = &gw.ctx_.pauses;
     net::run_in_pool(
         gw.loop_,
         [trust, cache, in = std::move(in), out] {
@@ -46,10 +74,17 @@ void Gateway::MuxPeer::mux_verify(mux::AddCheckInput in, std::function<void(mux:
             out->res = mux::check_add(*trust, in, cache);
             out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         },
-        [out, stats, done = std::move(done)] {
+        [out, stats, loop, pauses, gate = gate, done = std::move(done)] {
             stats->mux_verify.observe(out->seconds);
+            if (--gate->in_flight <= kVerifyHigh / 2 && gate->hold_id && pauses->holding(gate->hold_id))
+                pauses->release(gate->hold_id);
             done(std::move(out->res));
+            verification_done(loop);
         });
+}
+
+Gateway::MuxPeer::~MuxPeer() {
+    if (gate->hold_id) gw.ctx_.pauses.release(gate->hold_id);
 }
 
 bool Gateway::MuxPeer::mux_is_local(std::string_view name) { return gw.is_local_pattern(name); }

@@ -93,11 +93,14 @@ AddFailure add_failure_for(tls::VerifyError e) {
 
 namespace {
 
-// SHA-256 over (4-byte big-endian length, bytes) of every certificate.
-std::string chain_key(const std::vector<std::string>& chain_der) {
+constexpr std::size_t kMaxIssuers = 256;
+
+// SHA-256 over (4-byte big-endian length, bytes) of every certificate from `first`.
+std::string chain_key(const std::vector<std::string>& chain_der, std::size_t first = 0) {
     gnutls_hash_hd_t h = nullptr;
     if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) return {};
-    for (const auto& der : chain_der) {
+    for (std::size_t i = first; i < chain_der.size(); ++i) {
+        const auto& der = chain_der[i];
         const auto n = static_cast<std::uint32_t>(der.size());
         const unsigned char len[4] = {static_cast<unsigned char>(n >> 24), static_cast<unsigned char>(n >> 16),
                                       static_cast<unsigned char>(n >> 8), static_cast<unsigned char>(n)};
@@ -109,7 +112,130 @@ std::string chain_key(const std::vector<std::string>& chain_der) {
     return key;
 }
 
+
+struct CrtGuard {
+    gnutls_x509_crt_t crt = nullptr;
+    ~CrtGuard() {
+        if (crt) gnutls_x509_crt_deinit(crt);
+    }
+};
+
+// Critical extensions every GnuTLS version processes; a leaf with any other
+// one goes through the full verification (which may refuse it).
+bool only_known_critical_extensions(gnutls_x509_crt_t crt) {
+    for (unsigned i = 0;; ++i) {
+        char oid[128];
+        std::size_t size = sizeof oid;
+        unsigned critical = 0;
+        int r = gnutls_x509_crt_get_extension_info(crt, i, oid, &size, &critical);
+        if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) return true;
+        if (r < 0) return false;
+        if (!critical) continue;
+        std::string_view o(oid);
+        if (o != "2.5.29.15" && o != "2.5.29.19" && o != "2.5.29.17" && o != "2.5.29.37") return false;
+    }
+}
+
+// The leaf's signature under the issuer's ECDSA key, the algorithm the same
+// inside tbsCertificate and outside.
+bool signed_by(const tls::EcPublicKey& key, const tls::CertDer& leaf) {
+    tls::EcDigest digest;
+    return leaf.tbs_sig_alg == leaf.sig_alg && tls::ecdsa_digest_of(leaf.sig_alg, digest) &&
+           key.verify(digest, leaf.tbs, leaf.signature);
+}
+
+// Everything verify_chain() checks of a leaf whose issuer is known good
+// (see ChainCache), plus the proof key. False: not decided here, verify the
+// whole chain (failures get their reasons and texts there).
+bool verify_under_issuer(const ChainCache::Issuer& issuer, const tls::CertDer& parts, std::string_view leaf_der,
+                         std::int64_t now, tls::VerifyResult& v, ProofKey& key) {
+    if (now < issuer.valid_from || now > issuer.valid_until || !signed_by(*issuer.key, parts)) return false;
+    CrtGuard crt;
+    if (gnutls_x509_crt_init(&crt.crt) < 0) return false;
+    gnutls_datum_t d{reinterpret_cast<unsigned char*>(const_cast<char*>(leaf_der.data())),
+                     static_cast<unsigned>(leaf_der.size())};
+    if (gnutls_x509_crt_import(crt.crt, &d, GNUTLS_X509_FMT_DER) < 0 || !only_known_critical_extensions(crt.crt))
+        return false;
+    auto nb = static_cast<std::int64_t>(gnutls_x509_crt_get_activation_time(crt.crt));
+    auto na = static_cast<std::int64_t>(gnutls_x509_crt_get_expiration_time(crt.crt));
+    if (nb == -1 || na == -1 || now < nb || now > na) return false;
+    unsigned usage = 0, critical = 0;
+    int ku = gnutls_x509_crt_get_key_usage(crt.crt, &usage, &critical);
+    if (ku < 0 && ku != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) return false;
+    auto id = tls::identity_from_crt(crt.crt);
+    if (!id) return false;
+    key.spki_der.assign(parts.spki);
+    key.signing_allowed = ku == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE || (usage & GNUTLS_KEY_DIGITAL_SIGNATURE);
+    key.ec = tls::EcPublicKey::from_spki(parts.spki);
+    v.trusted = true;
+    v.reason = tls::VerifyError::None;
+    v.error.clear();
+    v.identity = std::move(*id);
+    v.valid_from = std::max(nb, issuer.valid_from);
+    v.valid_until = std::min(na, issuer.valid_until);
+    return true;
+}
+
+// After `chain_der` verified: find the certificate that signed its leaf and
+// remember it if it qualifies (see ChainCache).
+void learn_issuer(ChainCache& cache, const tls::TrustStore& trust, const std::vector<std::string>& chain_der,
+                  const tls::CertDer& leaf, std::string key, std::int64_t now, std::size_t generation) {
+    // The issuer: a chain certificate whose subject is the leaf's issuer
+    // name, else a trust anchor; with the rest of the chain after it.
+    std::vector<std::string> issuer_chain;
+    for (std::size_t i = 1; i < chain_der.size() && issuer_chain.empty(); ++i) {
+        tls::CertDer c;
+        if (tls::split_cert_der(chain_der[i], c) && c.subject == leaf.issuer) {
+            issuer_chain.push_back(chain_der[i]);
+            for (std::size_t j = 1; j < chain_der.size(); ++j)
+                if (j != i) issuer_chain.push_back(chain_der[j]);
+        }
+    }
+    if (issuer_chain.empty()) {
+        std::string anchor = tls::anchor_issuer_der(trust, chain_der.front());
+        if (anchor.empty()) return;
+        issuer_chain.push_back(std::move(anchor));
+    }
+    tls::CertDer ic;
+    if (!tls::split_cert_der(issuer_chain.front(), ic)) return;
+    // What never changes for these bytes is remembered as "no fast path"
+    // (e.g. RSA CAs), so that their leaves do not pay for this every time.
+    auto never = [&] { cache.remember_issuer(std::move(key), ChainCache::Issuer{nullptr, 0, 0, generation}); };
+    auto ec = tls::EcPublicKey::from_spki(ic.spki);
+    if (!ec || !tls::is_ca_der(issuer_chain.front())) return never();
+    if (!signed_by(*ec, leaf)) return;
+    auto v = tls::verify_chain(trust, issuer_chain, now);
+    if (v.trusted && v.name_constrained) return never();
+    if (!v.trusted) return;
+    cache.remember_issuer(std::move(key), ChainCache::Issuer{std::move(ec), v.valid_from, v.valid_until, generation});
+}
+
 } // namespace
+
+std::string ChainCache::issuer_key(std::string_view leaf_issuer_dn, const std::vector<std::string>& chain_der) {
+    std::string key(leaf_issuer_dn);
+    key += chain_key(chain_der, 1);
+    return key;
+}
+
+std::shared_ptr<const ChainCache::Issuer> ChainCache::issuer(const std::string& key, std::size_t generation) {
+    std::lock_guard lock(mu_);
+    auto it = issuers_.find(key);
+    if (it == issuers_.end() || it->second->generation != generation) return nullptr;
+    if (it->second->key) ++stats_.issuer_hits;
+    return it->second;
+}
+
+void ChainCache::remember_issuer(std::string key, Issuer issuer) {
+    std::lock_guard lock(mu_);
+    if (issuers_.size() >= kMaxIssuers) issuers_.clear();
+    issuers_[std::move(key)] = std::make_shared<const Issuer>(std::move(issuer));
+}
+
+std::size_t ChainCache::issuer_count() const {
+    std::lock_guard lock(mu_);
+    return issuers_.size();
+}
 
 ChainCache::ChainCache(const tls::TrustStore& trust, std::size_t capacity)
     : trust_(trust), capacity_(capacity == 0 ? 1 : capacity) {}
@@ -128,6 +254,7 @@ void ChainCache::clear() {
     std::lock_guard lock(mu_);
     by_key_.clear();
     lru_.clear();
+    issuers_.clear();
 }
 
 ChainCache::Stats ChainCache::stats() const {
@@ -162,6 +289,9 @@ void ChainCache::insert(Probe probe, const tls::VerifyResult& verified, ProofKey
         lru_.erase(it->second);
         by_key_.erase(it);
     }
+    // Entries keep the key's DER only: a libcrypto key weighs kilobytes,
+    // and rebuilding one costs a fraction of a signature check.
+    proof_key.ec.reset();
     lru_.push_front(Entry{probe.key, verified.identity, std::move(proof_key), verified.valid_from,
                           verified.valid_until, probe.generation});
     by_key_.emplace(std::move(probe.key), lru_.begin());
@@ -206,20 +336,39 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
     ChainCache::Probe probe;
     ProofKey proof_key;
     bool have_key = cache && cache->lookup(in.chain_der, in.now, res.identity, proof_key, probe);
+    if (have_key && !proof_key.ec) proof_key.ec = tls::EcPublicKey::from_spki(proof_key.spki_der);
     if (!have_key) {
-        auto v = tls::verify_chain(trust, in.chain_der, in.now);
-        if (!v.trusted) {
-            res.identity = std::move(v.identity);
-            return fail(add_failure_for(v.reason), v.error.empty() ? "certificate not trusted" : v.error);
+        // A new leaf under a remembered issuer: its own signature only.
+        tls::CertDer leaf;
+        bool split = cache && tls::split_cert_der(in.chain_der.front(), leaf);
+        std::string issuer_key = split ? ChainCache::issuer_key(leaf.issuer, in.chain_der) : std::string();
+        tls::VerifyResult v;
+        bool fast = false;
+        std::shared_ptr<const ChainCache::Issuer> issuer;
+        if (split) {
+            issuer = cache->issuer(issuer_key, probe.generation);
+            fast = issuer && issuer->key &&
+                   verify_under_issuer(*issuer, leaf, in.chain_der.front(), in.now, v, proof_key);
+            have_key = fast;
         }
-        if (cache) {
-            // Parse the leaf's key once, for this proof and later ones.
-            if (auto k = proof_key_from_der(in.chain_der.front())) {
-                proof_key = std::move(*k);
-                have_key = true;
-                cache->insert(std::move(probe), v, proof_key);
+        if (!have_key) {
+            v = tls::verify_chain(trust, in.chain_der, in.now);
+            if (!v.trusted) {
+                res.identity = std::move(v.identity);
+                return fail(add_failure_for(v.reason), v.error.empty() ? "certificate not trusted" : v.error);
             }
+            if (split && !issuer && !v.name_constrained) // known issuers are not learnt again
+                learn_issuer(*cache, trust, in.chain_der, leaf, std::move(issuer_key), in.now, probe.generation);
+            // Parse the leaf's key once, for this proof and later ones.
+            if (cache)
+                if (auto k = proof_key_from_der(in.chain_der.front())) {
+                    proof_key = std::move(*k);
+                    have_key = true;
+                }
         }
+        // Chains under a remembered issuer are cheap to check again: the
+        // cache keeps the costly ones (its entries weigh most of a KiB).
+        if (have_key && !fast) cache->insert(std::move(probe), v, proof_key);
         res.identity = std::move(v.identity);
     }
 
@@ -231,10 +380,13 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in, 
             if (!list.empty()) list += ", ";
             list += n;
         }
-        return fail(AddFailure::NameMismatch, "'" + shown(in.domain) + "' is not a name of the certificate (" +
-                                                  (names.empty() ? std::string("it has no usable name")
-                                                                 : "names: " + list) +
-                                                  ")");
+        // Appended step by step: GCC 12 -O3 reports a false -Wrestrict on "'" + std::string.
+        std::string text = "'";
+        text += shown(in.domain);
+        text += "' is not a name of the certificate (";
+        text += names.empty() ? std::string("it has no usable name") : "names: " + list;
+        text += ")";
+        return fail(AddFailure::NameMismatch, std::move(text));
     }
 
     // 4. The proof, over the receiver's own message.

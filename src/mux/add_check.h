@@ -3,12 +3,14 @@
 #pragma once
 
 #include "mux/proof.h"
+#include "tls/ec_verify.h"
 #include "tls/identity.h"
 #include "tls/trust.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -82,6 +84,20 @@ AddCheckResult check_add(const tls::TrustStore& trust, const AddCheckInput& in);
 // (multi-name and wildcard certificates), every domain again after a
 // reconnect. Optional: check_add() without a cache verifies every chain.
 //
+// It also remembers issuers (the certificate that signed a verified leaf,
+// sent in the chain or a trust anchor), so that a NEW leaf under a known
+// issuer costs one ECDSA check of its signature (libcrypto) instead of a
+// whole path verification: the cold-add path of thousands of domains from
+// one CA. An issuer is only remembered once it verified on its own (a
+// trusted chain at `now`), is a CA allowed to sign certificates, has ECDSA
+// key that verifies the leaf that taught it, and no certificate of its path
+// has name constraints. A leaf checked against it must have a valid ECDSA
+// signature under that key (same algorithm inside and outside the signed
+// part), only critical extensions GnuTLS knows (keyUsage, basicConstraints,
+// subjectAltName, extKeyUsage), and be valid at `now`, as must the issuer's
+// path; anything else falls back to the full verification, so failures
+// carry the same reasons and texts. Same generation rule as chains.
+//
 // Only successes are kept, under SHA-256 of the exact chain bytes, each with
 // tls::VerifyResult::valid_from/valid_until: a hit needs `now` inside that
 // window, so dates are enforced exactly as verify_chain() does. The cache is
@@ -100,6 +116,7 @@ public:
     void clear();
     struct Stats {
         std::uint64_t hits = 0, misses = 0;
+        std::uint64_t issuer_hits = 0; // misses verified against a remembered issuer
     };
     Stats stats() const;
 
@@ -114,6 +131,17 @@ public:
     bool lookup(const std::vector<std::string>& chain_der, std::int64_t now, tls::Identity& identity,
                 ProofKey& proof_key, Probe& probe);
     void insert(Probe probe, const tls::VerifyResult& verified, ProofKey proof_key);
+
+    struct Issuer {
+        std::shared_ptr<const tls::EcPublicKey> key; // null: known, never a fast path (not ECDSA, not a CA, constrained)
+        std::int64_t valid_from = 0, valid_until = 0; // of its whole path, anchor included
+        std::size_t generation = 0;
+    };
+    // Under issuer_key(): the leaf's issuer name and the rest of its chain.
+    static std::string issuer_key(std::string_view leaf_issuer_dn, const std::vector<std::string>& chain_der);
+    std::shared_ptr<const Issuer> issuer(const std::string& key, std::size_t generation);
+    void remember_issuer(std::string key, Issuer issuer);
+    std::size_t issuer_count() const;
 
 private:
     struct Entry {
@@ -130,6 +158,7 @@ private:
     mutable std::mutex mu_;
     std::list<Entry> lru_; // most recent first
     std::unordered_map<std::string, std::list<Entry>::iterator> by_key_;
+    std::unordered_map<std::string, std::shared_ptr<const Issuer>> issuers_; // few: emptied when full
     Stats stats_;
 };
 

@@ -99,6 +99,49 @@ std::vector<std::string> MuxSession::usable_names(const std::vector<std::string>
     return out;
 }
 
+std::size_t MuxSession::SubjectIndex::find(const std::vector<CertEntry>& v, std::string_view subject) const {
+    if (subject.empty()) return npos;
+    auto [b, e] = at.equal_range(std::hash<std::string_view>{}(subject));
+    for (auto it = b; it != e; ++it)
+        if (v[it->second].subject == subject) return it->second;
+    return npos;
+}
+
+void MuxSession::SubjectIndex::insert(std::string_view subject, std::size_t idx) {
+    if (!subject.empty()) at.emplace(std::hash<std::string_view>{}(subject), idx);
+}
+
+void MuxSession::SubjectIndex::erase(const std::vector<CertEntry>& v, std::size_t idx) {
+    if (!v[idx].subject.empty()) {
+        auto [b, e] = at.equal_range(std::hash<std::string_view>{}(v[idx].subject));
+        for (auto it = b; it != e; ++it) {
+            if (it->second == idx) {
+                at.erase(it);
+                break;
+            }
+        }
+    }
+    for (auto& [h, i] : at)
+        if (i > idx) --i;
+}
+
+void MuxSession::pending_insert(const std::string& id, PendingAdd pa) {
+    ++pending_domains_[pa.domain];
+    lower_deadline(pa.sent_at + limits_.add_timeout_ms);
+    pending_out_[id] = std::move(pa);
+}
+
+void MuxSession::pending_erase(std::map<std::string, PendingAdd, std::less<>>::iterator it) {
+    if (!it->second.timed_out) pending_timed_out(it->second);
+    pending_out_.erase(it);
+}
+
+void MuxSession::pending_timed_out(PendingAdd& pa) {
+    pa.timed_out = true;
+    if (auto d = pending_domains_.find(pa.domain); d != pending_domains_.end() && --d->second <= 0)
+        pending_domains_.erase(d);
+}
+
 // ------------------------------------------------------------ lifecycle
 
 MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now)
@@ -106,10 +149,12 @@ MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits
       tokens_(limits.add_burst), last_refill_(now), now_(now) {
     // The handshake certificates are the first accepted certificate of each
     // side: both were verified before multiplexing could be enabled.
-    CertEntry ours{bind_.our_tls.subject, usable_names(bind_.our_tls.names()), bind_.our_tls.not_after, "tls", {}};
-    CertEntry peer{bind_.peer_tls.subject, usable_names(bind_.peer_tls.names()), bind_.peer_tls.not_after, "tls", {}};
+    CertEntry ours{bind_.our_tls.subject, usable_names(bind_.our_tls.names()), bind_.our_tls.not_after, "tls"};
+    CertEntry peer{bind_.peer_tls.subject, usable_names(bind_.peer_tls.names()), bind_.peer_tls.not_after, "tls"};
     ours_names_.add(ours.names);
     peer_names_.add(peer.names);
+    ours_subjects_.insert(ours.subject, 0);
+    peer_subjects_.insert(peer.subject, 0);
     peer_name_total_ = peer.names.size();
     ours_.push_back(std::move(ours));
     peer_.push_back(std::move(peer));
@@ -118,7 +163,9 @@ MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits
 MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits, TimeMs now, MuxSession&& prev)
     : session_(&s), host_(host), bind_(std::move(b)), limits_(limits), alive_(std::make_shared<bool>(true)),
       ours_(std::move(prev.ours_)), peer_(std::move(prev.peer_)), ours_names_(std::move(prev.ours_names_)),
-      peer_names_(std::move(prev.peer_names_)), pending_out_(std::move(prev.pending_out_)),
+      peer_names_(std::move(prev.peer_names_)), ours_subjects_(std::move(prev.ours_subjects_)),
+      peer_subjects_(std::move(prev.peer_subjects_)), pending_out_(std::move(prev.pending_out_)),
+      pending_domains_(std::move(prev.pending_domains_)),
       failed_ours_(std::move(prev.failed_ours_)), expected_peer_(std::move(prev.expected_peer_)),
       withdrawn_peer_(std::move(prev.withdrawn_peer_)), removed_at_(std::move(prev.removed_at_)),
       out_id_(prev.out_id_), last_peer_id_(prev.last_peer_id_), peer_announce_complete_(prev.peer_announce_complete_),
@@ -136,6 +183,7 @@ MuxSession::MuxSession(xmpp::Session& s, MuxHost& host, Binding b, Limits limits
 void MuxSession::reissue_pending(TimeMs now) {
     std::map<std::string, PendingAdd, std::less<>> old;
     old.swap(pending_out_);
+    pending_domains_.clear();
     for (auto& [id, pa] : old) {
         log::info(session_->log_context(), "mux: adding {} again (id {} was in flight when the stream broke)",
                   pa.domain, id);
@@ -180,7 +228,6 @@ void MuxSession::announce(const std::vector<std::string>& domains) {
 }
 
 void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::string& domain_in, TimeMs now) {
-    deadline_dirty_ = true;
     now_ = std::max(now_, now);
     if (!cert || cert->chain_der.empty()) return;
     // The wire carries the domain lowercased and the receiver verifies the
@@ -190,13 +237,13 @@ void MuxSession::add(std::shared_ptr<const tls::LocalCert> cert, const std::stri
     std::string ids = std::to_string(id);
     std::string message = proof_message(bind_.exporter, signer_of(bind_.role), bind_.stream_id, ids, domain,
                                         cert->chain_der.front());
-    pending_out_[ids] = PendingAdd{domain, cert, now_};
+    pending_insert(ids, PendingAdd{domain, cert, now_});
     failed_ours_.erase(domain);
     log::debug(session_->log_context(), "mux: adding {} (id {})", domain, ids);
     host_.mux_sign(cert, std::move(message), [this, alive = alive_, id, ids, domain, cert](Result<Signature> sig) {
         if (!*alive) return;
         if (!sig) {
-            pending_out_.erase(ids);
+            if (auto it = pending_out_.find(ids); it != pending_out_.end()) pending_erase(it);
             emit(id, {});
             failed_ours_[domain] = "signing failed";
             ++stats_.failures["signing-failed"];
@@ -232,7 +279,7 @@ bool MuxSession::remove(std::string_view domain, TimeMs now) {
     for (auto it = pending_out_.begin(); it != pending_out_.end();) {
         auto names = it->second.cert->identity.names();
         if (it->second.domain == domain || std::find(names.begin(), names.end(), domain) != names.end()) {
-            it = pending_out_.erase(it);
+            pending_erase(it++);
             cancelled = true;
         } else {
             ++it;
@@ -278,7 +325,8 @@ void MuxSession::send_failed(std::string_view id, std::string_view domain, AddFa
 // ------------------------------------------------------------- receiving
 
 void MuxSession::mux_element(const xml::Node& el, TimeMs now) {
-    deadline_dirty_ = true;
+    // The deadline only moves earlier through lower_deadline() (new
+    // certificates, new adds) or is recomputed after removals.
     now_ = now;
     if (el.name == "add") recv_add(el, now);
     else if (el.name == "added") recv_added(el);
@@ -355,11 +403,9 @@ void MuxSession::recv_add(const xml::Node& el, TimeMs now) {
     in.message = proof_message(bind_.exporter, peer_signer_of(bind_.role), bind_.stream_id, ids, domain,
                                in.chain_der.front());
     in.now = unix_now();
-    std::vector<std::string> chain = in.chain_der;
     ++verifying_;
     ++expected_peer_[domain];
-    host_.mux_verify(std::move(in), [this, alive = alive_, ids = std::string(ids), domain,
-                                     chain = std::move(chain)](AddCheckResult res) mutable {
+    host_.mux_verify(std::move(in), [this, alive = alive_, ids = std::string(ids), domain](AddCheckResult res) mutable {
         if (!*alive) return;
         --verifying_;
         if (auto it = expected_peer_.find(domain); it != expected_peer_.end() && --it->second <= 0)
@@ -381,12 +427,11 @@ void MuxSession::recv_add(const xml::Node& el, TimeMs now) {
                 return;
             }
         }
-        accept_peer(std::move(ids), std::move(domain), std::move(res), std::move(chain));
+        accept_peer(std::move(ids), std::move(domain), std::move(res));
     });
 }
 
-void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult res, std::vector<std::string> chain) {
-    deadline_dirty_ = true;
+void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult res) {
     res.names = usable_names(res.names);
     // Every name becomes valid, so none may be (or cover) one of ours: a
     // certificate naming c.test and our e.test must not let the peer send
@@ -396,36 +441,36 @@ void MuxSession::accept_peer(std::string id, std::string domain, AddCheckResult 
             return send_failed(id, domain, AddFailure::PolicyViolation,
                                fmt::format("the certificate also names {}, a domain of this gateway", n));
     }
-    std::size_t replaced = 0;
-    if (!res.identity.subject.empty())
-        for (const auto& e : peer_)
-            if (e.subject == res.identity.subject) replaced = e.names.size();
+    // Same subject as an accepted certificate: a renewal, replaced in place.
+    std::size_t same = peer_subjects_.find(peer_, res.identity.subject);
+    std::size_t replaced = same == SubjectIndex::npos ? 0 : peer_[same].names.size();
     if (peer_name_total_ - std::min(peer_name_total_, replaced) + res.names.size() > limits_.max_domains)
         return send_failed(id, domain, AddFailure::TooManyDomains,
                            fmt::format("{} more name(s) would exceed {} domains per stream", res.names.size(),
                                        limits_.max_domains));
-    // Same subject as an accepted certificate: replace it in place, so the
-    // names it keeps never stop being valid.
+    // Replaced in place, so the names it keeps never stop being valid. An
+    // empty subject (allowed when the names are in SANs) identifies
+    // nothing: such certificates never replace each other (not indexed).
     for (const auto& n : res.names) withdrawn_peer_.erase(n);
-    // An empty subject (allowed when the names are in SANs) identifies
-    // nothing: such certificates never replace each other.
-    auto it = res.identity.subject.empty()
-                  ? peer_.end()
-                  : std::find_if(peer_.begin(), peer_.end(), [&](const CertEntry& e) { return e.subject == res.identity.subject; });
-    if (it != peer_.end()) {
+    // Accepted now: no longer merely expected (announced).
+    expected_peer_.erase(domain);
+    for (const auto& n : res.names) expected_peer_.erase(n);
+    if (res.identity.not_after) lower_deadline(mono_from_unix(res.identity.not_after + 1));
+    if (same != SubjectIndex::npos) {
+        auto it = peer_.begin() + static_cast<std::ptrdiff_t>(same);
         peer_names_.add(res.names); // add first: no gap for names in both
         peer_names_.remove(it->names);
         peer_name_total_ = peer_name_total_ - it->names.size() + res.names.size();
         it->names = res.names;
         it->not_after = res.identity.not_after;
         it->add_id = id;
-        it->chain_der = std::move(chain);
         log::info(session_->log_context(), "mux: replaced the peer's certificate {} (now valid until {})",
                   res.identity.subject, iso8601_utc(res.identity.not_after));
     } else {
         peer_names_.add(res.names);
         peer_name_total_ += res.names.size();
-        peer_.push_back(CertEntry{res.identity.subject, res.names, res.identity.not_after, id, std::move(chain)});
+        peer_subjects_.insert(res.identity.subject, peer_.size());
+        peer_.push_back(CertEntry{std::move(res.identity.subject), res.names, res.identity.not_after, id});
     }
     ++stats_.peer_adds_ok;
     std::string x;
@@ -445,17 +490,17 @@ void MuxSession::recv_added(const xml::Node& el) {
         log::debug(session_->log_context(), "mux: <added/> for unknown id {} ignored", id);
         return;
     }
-    PendingAdd pa = std::move(it->second);
-    pending_out_.erase(it);
+    PendingAdd pa = it->second;
+    pending_erase(it);
     // The peer lists what it now accepts; keep only names of our certificate.
     std::vector<std::string> cert_names = usable_names(pa.cert->identity.names());
     std::vector<std::string> names;
     for (auto& n : name_children(el))
         if (std::find(cert_names.begin(), cert_names.end(), n) != cert_names.end()) names.push_back(std::move(n));
     const std::string& subject = pa.cert->identity.subject;
-    auto e = subject.empty() ? ours_.end()
-                             : std::find_if(ours_.begin(), ours_.end(), [&](const CertEntry& c) { return c.subject == subject; });
-    if (e != ours_.end()) {
+    if (pa.cert->identity.not_after) lower_deadline(mono_from_unix(pa.cert->identity.not_after + 1));
+    if (std::size_t same = ours_subjects_.find(ours_, subject); same != SubjectIndex::npos) {
+        auto e = ours_.begin() + static_cast<std::ptrdiff_t>(same);
         ours_names_.add(names);
         ours_names_.remove(e->names);
         e->names = names;
@@ -463,7 +508,8 @@ void MuxSession::recv_added(const xml::Node& el) {
         e->add_id = id;
     } else {
         ours_names_.add(names);
-        ours_.push_back(CertEntry{subject, names, pa.cert->identity.not_after, id, {}});
+        ours_subjects_.insert(subject, ours_.size());
+        ours_.push_back(CertEntry{subject, names, pa.cert->identity.not_after, id});
     }
     ++stats_.adds_ok;
     stats_.add_round_trip.observe_ms(now_ - pa.sent_at);
@@ -484,7 +530,7 @@ void MuxSession::recv_failed(const xml::Node& el) {
     std::string domain = it->second.domain;
     bool already_reported = it->second.timed_out;
     stats_.add_round_trip.observe_ms(now_ - it->second.sent_at);
-    pending_out_.erase(it);
+    pending_erase(it);
     std::string_view cond = condition_of(el);
     AddFailure why = AddFailure::Malformed;
     parse_add_failure(cond, why);
@@ -569,12 +615,14 @@ void MuxSession::drop_peer_cert(std::size_t idx, const char* why) {
     for (const auto& n : peer_[idx].names) withdrawn_peer_[n] = why;
     peer_names_.remove(peer_[idx].names);
     peer_name_total_ -= std::min(peer_name_total_, peer_[idx].names.size());
+    peer_subjects_.erase(peer_, idx);
     peer_.erase(peer_.begin() + static_cast<std::ptrdiff_t>(idx));
 }
 
 void MuxSession::drop_our_cert(std::size_t idx) {
     deadline_dirty_ = true;
     ours_names_.remove(ours_[idx].names);
+    ours_subjects_.erase(ours_, idx);
     ours_.erase(ours_.begin() + static_cast<std::ptrdiff_t>(idx));
 }
 
@@ -583,11 +631,7 @@ void MuxSession::drop_our_cert(std::size_t idx) {
 bool MuxSession::ours_has(std::string_view d) const { return ours_names_.has(d); }
 bool MuxSession::peer_has(std::string_view d) const { return peer_names_.has(d); }
 
-bool MuxSession::ours_pending(std::string_view d) const {
-    for (const auto& [id, p] : pending_out_)
-        if (p.domain == d && !p.timed_out) return true;
-    return false;
-}
+bool MuxSession::ours_pending(std::string_view d) const { return pending_domains_.find(d) != pending_domains_.end(); }
 
 bool MuxSession::peer_expected(std::string_view d) const { return expected_peer_.count(std::string(d)) != 0; }
 
@@ -677,7 +721,7 @@ void MuxSession::mux_timer(TimeMs now) {
     // after ten timeouts.
     for (auto it = pending_out_.begin(); it != pending_out_.end();) {
         if (it->second.timed_out) {
-            if (now - it->second.sent_at >= 10 * limits_.add_timeout_ms) it = pending_out_.erase(it);
+            if (now - it->second.sent_at >= 10 * limits_.add_timeout_ms) pending_erase(it++);
             else ++it;
             continue;
         }
@@ -686,7 +730,7 @@ void MuxSession::mux_timer(TimeMs now) {
             continue;
         }
         std::string domain = it->second.domain;
-        it->second.timed_out = true;
+        pending_timed_out(it->second);
         ++it;
         failed_ours_[domain] = "timeout";
         ++stats_.adds_failed;

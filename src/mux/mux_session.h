@@ -54,7 +54,6 @@ struct CertEntry {
     std::vector<std::string> names;
     std::int64_t not_after = 0;            // unix seconds
     std::string add_id;                    // "tls" for the handshake certificate
-    std::vector<std::string> chain_der;    // peer side: as received (for listings)
 };
 
 enum class Refusal : std::uint8_t { None, FromNotAccepted, ToNotAccepted };
@@ -149,6 +148,7 @@ public:
     // clamped to the new burst.
     void set_limits(const Limits& l) {
         limits_ = l;
+        deadline_dirty_ = true; // add_timeout_ms may have changed
         tokens_ = std::min(tokens_, l.add_burst);
     }
     std::size_t pending_verifications() const { return verifying_; }
@@ -168,6 +168,23 @@ private:
         void remove(const std::vector<std::string>& names);
         bool has(std::string_view domain) const;      // exact, or a wildcard for its parent
     };
+    // Heterogeneous lookups by string_view: routing asks per stanza.
+    struct SvHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    // Position of each certificate in ours_ / peer_ by subject (a renewal
+    // replaces the entry with the same subject): found without scanning
+    // thousands of entries per add. Keyed by the subject's hash, confirmed
+    // against the entry; empty subjects are not indexed (never replaced).
+    struct SubjectIndex {
+        std::unordered_multimap<std::size_t, std::size_t> at;
+        static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+        std::size_t find(const std::vector<CertEntry>& v, std::string_view subject) const;
+        void insert(std::string_view subject, std::size_t idx);
+        // Before v.erase(v.begin() + idx): forget idx, shift the later ones.
+        void erase(const std::vector<CertEntry>& v, std::size_t idx);
+    };
     struct PendingAdd {
         std::string domain;
         std::shared_ptr<const tls::LocalCert> cert;
@@ -186,7 +203,16 @@ private:
     void recv_announce(const xml::Node& el);
     void recv_refused(const xml::Node& el);
     void send_failed(std::string_view id, std::string_view domain, AddFailure why, std::string_view text);
-    void accept_peer(std::string id, std::string domain, AddCheckResult res, std::vector<std::string> chain);
+    void accept_peer(std::string id, std::string domain, AddCheckResult res);
+    // pending_out_ with pending_domains_ kept in step.
+    void pending_insert(const std::string& id, PendingAdd pa);
+    void pending_erase(std::map<std::string, PendingAdd, std::less<>>::iterator it);
+    void pending_timed_out(PendingAdd& pa);
+    // A deadline was added: the cached one can only move earlier (removals
+    // leave it early, which costs one spurious timer, never a late one).
+    void lower_deadline(TimeMs t) const {
+        if (!deadline_dirty_) deadline_cache_ = std::min(deadline_cache_, t);
+    }
     void drop_peer_cert(std::size_t idx, const char* why);
     void drop_our_cert(std::size_t idx);
     void refill(TimeMs now);
@@ -206,7 +232,9 @@ private:
 
     std::vector<CertEntry> ours_, peer_;
     NameIndex ours_names_, peer_names_;
+    SubjectIndex ours_subjects_, peer_subjects_;
     std::map<std::string, PendingAdd, std::less<>> pending_out_;   // by add id
+    std::unordered_map<std::string, int, SvHash, std::equal_to<>> pending_domains_; // not timed out, by domain
     std::unordered_map<std::string, std::string> failed_ours_;     // domain -> reason
     std::unordered_map<std::string, int> expected_peer_;           // announced / verifying
     std::unordered_map<std::string, std::string> withdrawn_peer_;  // name -> why (removed, expired)

@@ -25,8 +25,10 @@
 
 #include "common/result.h"
 #include "tls/certs.h"
+#include "tls/ec_verify.h"
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -77,6 +79,10 @@ Result<void> verify_proof(std::string_view leaf_der, std::string_view alg, std::
 struct ProofKey {
     std::string spki_der;        // the leaf's SubjectPublicKeyInfo, DER
     bool signing_allowed = true; // no keyUsage, or keyUsage with digitalSignature
+    // ECDSA keys, ready for libcrypto (tls/ec_verify.h): a valid signature is
+    // accepted there; anything else is checked by GnuTLS as before (same
+    // results and texts). Null for other keys, or not built yet.
+    std::shared_ptr<const tls::EcPublicKey> ec;
 };
 Result<ProofKey> proof_key_from_der(std::string_view leaf_der);
 // Same checks and error texts as verify_proof(leaf_der, ...).

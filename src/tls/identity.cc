@@ -224,28 +224,31 @@ Result<Identity> identity_from_der(std::string_view der) {
                      static_cast<unsigned>(der.size())};
     r = gnutls_x509_crt_import(g.crt, &d, GNUTLS_X509_FMT_DER);
     if (r < 0) return make_error(std::string("cannot parse certificate: ") + gnutls_strerror(r));
+    return identity_from_crt(g.crt);
+}
 
+Result<Identity> identity_from_crt(gnutls_x509_crt_t crt) {
     Identity id;
     gnutls_datum_t dn{};
-    if (gnutls_x509_crt_get_dn3(g.crt, &dn, 0) >= 0) {
+    if (gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
         id.subject = datum_str(dn);
         gnutls_free(dn.data);
     }
 
     std::size_t size = 0;
-    r = gnutls_x509_crt_get_dn_by_oid(g.crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, nullptr, &size);
+    int r = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, nullptr, &size);
     if (r == GNUTLS_E_SHORT_MEMORY_BUFFER && size > 0) {
         std::string cn(size, '\0');
-        if (gnutls_x509_crt_get_dn_by_oid(g.crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn.data(), &size) >= 0) {
+        if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn.data(), &size) >= 0) {
             cn.resize(std::strlen(cn.c_str()));
             id.common_name = std::move(cn);
         }
     }
 
-    id.not_before = static_cast<std::int64_t>(gnutls_x509_crt_get_activation_time(g.crt));
-    id.not_after = static_cast<std::int64_t>(gnutls_x509_crt_get_expiration_time(g.crt));
+    id.not_before = static_cast<std::int64_t>(gnutls_x509_crt_get_activation_time(crt));
+    id.not_after = static_cast<std::int64_t>(gnutls_x509_crt_get_expiration_time(crt));
 
-    auto sans = parse_sans(g.crt, id);
+    auto sans = parse_sans(crt, id);
     if (!sans) return make_error(sans.error());
     return id;
 }

@@ -7,6 +7,8 @@
 
 #include "common/result.h"
 
+#include <gnutls/x509.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -41,5 +43,7 @@ bool dns_name_matches(std::string_view pattern, std::string_view domain);
 
 // Parses identities of a DER X.509 certificate.
 Result<Identity> identity_from_der(std::string_view der);
+// The same from a certificate already parsed.
+Result<Identity> identity_from_crt(gnutls_x509_crt_t crt);
 
 } // namespace s2smux::tls

@@ -95,6 +95,19 @@ VerifyResult& fail(VerifyResult& res, VerifyError reason, std::string error) {
     return res;
 }
 
+// Name constraints (2.5.29.30), or unreadable extensions (assumed constrained).
+bool has_name_constraints(gnutls_x509_crt_t crt) {
+    std::size_t size = 0;
+    unsigned critical = 0;
+    return gnutls_x509_crt_get_extension_by_oid(crt, "2.5.29.30", 0, nullptr, &size, &critical) !=
+           GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE;
+}
+
+gnutls_datum_t datum_of(std::string_view der) {
+    return gnutls_datum_t{reinterpret_cast<unsigned char*>(const_cast<char*>(der.data())),
+                          static_cast<unsigned>(der.size())};
+}
+
 std::string status_text(unsigned status) {
     gnutls_datum_t out{};
     if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) < 0) return "invalid";
@@ -249,6 +262,7 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
             }
             if (anchor) {
                 have_anchor = true;
+                res.name_constrained = has_name_constraints(anchor);
                 anchor_dates = dates_of(anchor);
                 if (!dates_ok(anchor_dates, now)) anchor_dn = dn_of(anchor, false);
                 if (copied) gnutls_x509_crt_deinit(anchor);
@@ -292,9 +306,43 @@ VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string
         return res;
     }
 
+    for (auto crt : path) res.name_constrained = res.name_constrained || has_name_constraints(crt);
     res.trusted = true;
     res.reason = VerifyError::None;
     return res;
+}
+
+std::string anchor_issuer_der(const TrustStore& trust, std::string_view cert_der) {
+    CrtList list;
+    gnutls_x509_crt_t crt = nullptr;
+    if (gnutls_x509_crt_init(&crt) < 0) return {};
+    list.crts.push_back(crt);
+    gnutls_datum_t d = datum_of(cert_der);
+    if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) < 0) return {};
+    std::shared_lock lock(trust.mutex());
+    if (!trust.list()) return {};
+    gnutls_x509_crt_t anchor = nullptr;
+    if (gnutls_x509_trust_list_get_issuer(trust.list(), crt, &anchor, GNUTLS_TL_GET_COPY) < 0 || !anchor) return {};
+    list.crts.push_back(anchor);
+    gnutls_datum_t out{};
+    if (gnutls_x509_crt_export2(anchor, GNUTLS_X509_FMT_DER, &out) < 0) return {};
+    return take_datum(out);
+}
+
+bool is_ca_der(std::string_view cert_der) {
+    CrtList list;
+    gnutls_x509_crt_t crt = nullptr;
+    if (gnutls_x509_crt_init(&crt) < 0) return false;
+    list.crts.push_back(crt);
+    gnutls_datum_t d = datum_of(cert_der);
+    if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) < 0) return false;
+    unsigned critical = 0, ca = 0;
+    int path_len = -1;
+    if (gnutls_x509_crt_get_basic_constraints(crt, &critical, &ca, &path_len) < 0 || !ca) return false;
+    unsigned usage = 0;
+    int r = gnutls_x509_crt_get_key_usage(crt, &usage, &critical);
+    if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) return true;
+    return r >= 0 && (usage & GNUTLS_KEY_KEY_CERT_SIGN) != 0;
 }
 
 } // namespace s2smux::tls

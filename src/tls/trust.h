@@ -68,6 +68,9 @@ struct VerifyResult {
     // same chain verifies again at any `now` inside it as long as the trust
     // store is unchanged. 0 / 0 when not trusted.
     std::int64_t valid_from = 0, valid_until = 0;
+    // When trusted: a certificate of the path (trust anchor included) has
+    // name constraints, so what it accepts depends on the leaf's names.
+    bool name_constrained = false;
 };
 
 // Verifies a peer chain (DER, leaf first) against `trust` at unix time `now`.
@@ -75,5 +78,14 @@ struct VerifyResult {
 // Does not check names: use matches_domain(result.identity, domain).
 VerifyResult verify_chain(const TrustStore& trust, const std::vector<std::string>& chain_der,
                           std::int64_t now);
+
+// The DER of a trust anchor of `trust` that issued `cert_der` (its subject
+// is the certificate's issuer and its key ids match; the signature is not
+// checked), or "" when there is none.
+std::string anchor_issuer_der(const TrustStore& trust, std::string_view cert_der);
+
+// A certificate that may issue others: basicConstraints CA, and keyCertSign
+// if it has a keyUsage (what GnuTLS requires of an issuer).
+bool is_ca_der(std::string_view cert_der);
 
 } // namespace s2smux::tls

@@ -103,6 +103,37 @@ struct TrustFixture {
         in.now = test::now();
         return in;
     }
+
+    // An add of `domain` by a leaf of `ca` valid from 2023-06-01 to 100 days
+    // after 2024-01-01, checked at `now`.
+    AddCheckInput dated_input(const TestCa& ca, const std::string& domain, std::int64_t now) {
+        auto c = ca.issue({.dns = {domain}, .not_before = k2023_06_01, .not_after = k2024_01_01 + 100 * kDay});
+        auto in = input(c, *c.local(), domain);
+        in.now = now;
+        return in;
+    }
+
+    // A first add under the test CA: verified in full, the CA remembered.
+    void teach_mux_ca(ChainCache& cache) {
+        auto first = mux_ca().issue(test::xmpp_server("a.test"));
+        auto first_local = first.local();
+        BOOST_TEST_REQUIRE((check_add(trust, input(first, *first_local, "a.test"), &cache).failure == AddFailure::None));
+        BOOST_TEST_REQUIRE(cache.issuer_count() == 1u);
+    }
+
+    // Whatever a cache lets skip, never the name (c.test is not one of
+    // `c`'s) nor the proof.
+    void name_and_proof_still_checked(ChainCache& cache, const IssuedCert& c, const tls::LocalCert& lc,
+                                      const std::string& domain) {
+        auto in = input(c, lc, domain);
+        auto wrong_name = in;
+        wrong_name.domain = "c.test";
+        wrong_name.message = msg_for(c, "c.test");
+        BOOST_TEST((check_add(trust, wrong_name, &cache).failure == AddFailure::NameMismatch));
+        auto bad_sig = in;
+        bad_sig.signature[bad_sig.signature.size() / 2] ^= 0x01;
+        BOOST_TEST((check_add(trust, bad_sig, &cache).failure == AddFailure::BadProof));
+    }
 };
 
 } // namespace
@@ -753,14 +784,8 @@ BOOST_AUTO_TEST_CASE(cache_hits_for_the_same_chain) {
     BOOST_TEST(cache.size() == 1u);
 
     // A hit skips the chain, never the name or the proof.
+    name_and_proof_still_checked(cache, c, *lc, "a.test");
     auto in = input(c, *lc, "a.test");
-    auto wrong_name = in;
-    wrong_name.domain = "c.test";
-    wrong_name.message = msg_for(c, "c.test");
-    BOOST_TEST((check_add(trust, wrong_name, &cache).failure == AddFailure::NameMismatch));
-    auto bad_sig = in;
-    bad_sig.signature[bad_sig.signature.size() / 2] ^= 0x01;
-    BOOST_TEST((check_add(trust, bad_sig, &cache).failure == AddFailure::BadProof));
     auto other_stream = input(c, *lc, "a.test", exporter_a(), exporter_b());
     BOOST_TEST((check_add(trust, other_stream, &cache).failure == AddFailure::BadProof));
     auto wrong_alg = in;
@@ -801,21 +826,18 @@ BOOST_AUTO_TEST_CASE(cache_respects_dates) {
 
     // The window covers the whole path: an intermediate expiring before the leaf.
     auto inter = mux_ca().intermediate("Short Intermediate", k2023_06_01, k2024_01_01);
-    auto li = inter.issue({.dns = {"i.test"}, .not_before = k2023_06_01, .not_after = k2024_01_01 + 100 * kDay});
-    auto lli = li.local();
-    auto ii = input(li, *lli, "i.test");
-    ii.now = k2023_06_01 + kDay;
+    auto ii = dated_input(inter, "i.test", k2023_06_01 + kDay);
     BOOST_TEST_REQUIRE((check_add(trust, ii, &cache).failure == AddFailure::None));
     ii.now = k2024_01_01 + kDay;
     auto r3 = check_add(trust, ii, &cache);
     BOOST_TEST((r3.failure == AddFailure::Expired));
     BOOST_TEST(r3.text == "CA certificate CN=Short Intermediate expired on 2024-01-01T00:00:00Z");
 
-    auto v = tls::verify_chain(trust, li.chain_der, k2023_06_01 + kDay);
+    auto v = tls::verify_chain(trust, ii.chain_der, k2023_06_01 + kDay);
     BOOST_TEST(v.trusted);
     BOOST_TEST(v.valid_from == k2023_06_01);
     BOOST_TEST(v.valid_until == k2024_01_01);
-    auto bad = tls::verify_chain(trust, li.chain_der, k2024_01_01 + kDay);
+    auto bad = tls::verify_chain(trust, ii.chain_der, k2024_01_01 + kDay);
     BOOST_TEST(bad.valid_from == 0);
     BOOST_TEST(bad.valid_until == 0);
 }
@@ -853,11 +875,15 @@ BOOST_AUTO_TEST_CASE(cache_keeps_no_failures_and_follows_the_trust_store) {
 }
 
 BOOST_AUTO_TEST_CASE(cache_is_bounded) {
+    // One leaf per CA: the first chain under an issuer is verified in full
+    // and kept (later leaves of a known issuer take the cheap path, unkept).
+    std::vector<TestCa> cas{TestCa("Bounded CA 1"), TestCa("Bounded CA 2"), TestCa("Bounded CA 3")};
+    for (const auto& ca : cas) BOOST_TEST_REQUIRE(trust.add_ca_pem(ca.cert_pem()).ok());
     ChainCache cache(trust, 2);
     std::vector<AddCheckInput> ins;
     std::vector<std::shared_ptr<tls::LocalCert>> keep;
     for (int i = 0; i < 3; ++i) {
-        auto c = mux_ca().issue(test::xmpp_server("a.test"));
+        auto c = cas[i].issue(test::xmpp_server("a.test"));
         keep.push_back(c.local());
         ins.push_back(input(c, *keep.back(), "a.test"));
         BOOST_TEST((check_add(trust, ins.back(), &cache).failure == AddFailure::None));
@@ -870,6 +896,100 @@ BOOST_AUTO_TEST_CASE(cache_is_bounded) {
     BOOST_TEST((check_add(trust, ins[0], &cache).failure == AddFailure::None));
     BOOST_TEST(cache.stats().hits == 2u);
     BOOST_TEST(cache.stats().misses == 4u);
+    BOOST_TEST(cache.stats().issuer_hits == 1u); // ins[0] again: its CA is known
+}
+
+// A new leaf under a remembered issuer: its own signature, dates and
+// extensions only, with the same results as the full verification.
+BOOST_AUTO_TEST_CASE(known_issuer_checks_new_leaves) {
+    ChainCache cache(trust);
+    teach_mux_ca(cache);
+    BOOST_TEST(cache.stats().issuer_hits == 0u);
+
+    auto c = mux_ca().issue({.dns = {"b.test", "*.w.test"}, .cn = "b.test"});
+    auto lc = c.local();
+    for (const std::string d : {"b.test", "x.w.test"}) {
+        auto with = check_add(trust, input(c, *lc, d), &cache);
+        auto without = check_add(trust, input(c, *lc, d));
+        BOOST_TEST((with.failure == AddFailure::None), with.text);
+        BOOST_TEST(with.names == without.names);
+        BOOST_TEST(with.identity.subject == without.identity.subject);
+        BOOST_TEST(with.identity.not_after == without.identity.not_after);
+    }
+    BOOST_TEST(cache.stats().issuer_hits == 2u);
+    BOOST_TEST(cache.size() == 1u); // only the chain verified in full is kept
+
+    name_and_proof_still_checked(cache, c, *lc, "b.test");
+}
+
+BOOST_AUTO_TEST_CASE(known_issuer_lets_no_bad_chain_through) {
+    ChainCache cache(trust);
+    teach_mux_ca(cache);
+    auto same = [&](const AddCheckInput& in, AddFailure want) {
+        auto with = check_add(trust, in, &cache);
+        auto without = check_add(trust, in);
+        BOOST_TEST((with.failure == want), with.text);
+        BOOST_TEST(with.text == without.text);
+    };
+
+    // Another CA with the same name (same issuer DN, other key): untrusted.
+    TestCa impostor("Mux CA");
+    auto evil = impostor.issue(test::xmpp_server("e.test"));
+    auto evil_local = evil.local();
+    same(input(evil, *evil_local, "e.test"), AddFailure::Untrusted);
+
+    // A leaf of the right CA with its signature tampered with.
+    auto t = mux_ca().issue(test::xmpp_server("t.test"));
+    auto t_local = t.local();
+    auto tampered = input(t, *t_local, "t.test");
+    tampered.chain_der[0].back() ^= 0x01;
+    tampered.message = proof_message(exporter_a(), Signer::Initiator, "stream-1", "add-1", "t.test",
+                                     tampered.chain_der[0]);
+    tampered.signature = sign_ok(*t_local, tampered.message).value;
+    same(tampered, AddFailure::Untrusted);
+
+    // Dates of the leaf.
+    auto old = mux_ca().issue({.dns = {"o.test"}, .not_before = k2023_06_01, .not_after = k2024_01_01});
+    auto old_local = old.local();
+    same(input(old, *old_local, "o.test"), AddFailure::Expired);
+    auto early = mux_ca().issue({.dns = {"n.test"}, .not_before = test::now() + kDay, .not_after = test::now() + 9 * kDay});
+    auto early_local = early.local();
+    same(input(early, *early_local, "n.test"), AddFailure::NotYetValid);
+
+    // Dates of the issuer's path: an intermediate that expired since.
+    auto inter = mux_ca().intermediate("Short Intermediate 2", k2023_06_01, k2024_01_01);
+    BOOST_TEST_REQUIRE((check_add(trust, dated_input(inter, "i.test", k2023_06_01 + kDay), &cache).failure ==
+                        AddFailure::None));
+    BOOST_TEST(cache.issuer_count() == 2u);
+    auto jj = dated_input(inter, "j.test", k2023_06_01 + 2 * kDay);
+    auto hits = cache.stats().issuer_hits;
+    BOOST_TEST((check_add(trust, jj, &cache).failure == AddFailure::None));
+    BOOST_TEST(cache.stats().issuer_hits == hits + 1);
+    jj.now = k2024_01_01 + kDay;
+    same(jj, AddFailure::Expired);
+
+    // Adding a CA to the store: remembered issuers are verified again.
+    TestCa more("More CA 2");
+    BOOST_TEST_REQUIRE(trust.add_ca_pem(more.cert_pem()).ok());
+    hits = cache.stats().issuer_hits;
+    auto c = mux_ca().issue(test::xmpp_server("g.test"));
+    auto lc = c.local();
+    BOOST_TEST((check_add(trust, input(c, *lc, "g.test"), &cache).failure == AddFailure::None));
+    BOOST_TEST(cache.stats().issuer_hits == hits);
+}
+
+// A leaf whose own chain is not trusted never teaches an issuer, and an
+// issuer known to one trust store is unknown to another.
+BOOST_AUTO_TEST_CASE(untrusted_chains_teach_nothing) {
+    ChainCache cache(trust);
+    TestCa outsider("Outsider CA");
+    auto o1 = outsider.issue(test::xmpp_server("a.test"));
+    auto o2 = outsider.issue(test::xmpp_server("b.test"));
+    auto l1 = o1.local(), l2 = o2.local();
+    BOOST_TEST((check_add(trust, input(o1, *l1, "a.test"), &cache).failure == AddFailure::Untrusted));
+    BOOST_TEST((check_add(trust, input(o2, *l2, "b.test"), &cache).failure == AddFailure::Untrusted));
+    BOOST_TEST(cache.issuer_count() == 0u);
+    BOOST_TEST(cache.stats().issuer_hits == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(cache_concurrently) {
@@ -904,6 +1024,56 @@ BOOST_AUTO_TEST_CASE(cache_concurrently) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// tls/ec_verify.h: the DER split and libcrypto keys behind the fast paths.
+BOOST_AUTO_TEST_CASE(ec_verify_parts_and_keys) {
+    const Leaf& p256 = leaf(KeyType::EcdsaP256);
+    tls::CertDer parts;
+    BOOST_TEST_REQUIRE(tls::split_cert_der(p256.cert.der(), parts));
+    tls::CertDer ca;
+    BOOST_TEST_REQUIRE(tls::split_cert_der(mux_ca().cert_der(), ca));
+    BOOST_TEST(parts.issuer == ca.subject);
+    BOOST_TEST(parts.sig_alg == parts.tbs_sig_alg);
+    tls::EcDigest digest;
+    BOOST_TEST_REQUIRE(tls::ecdsa_digest_of(parts.sig_alg, digest));
+    auto ca_key = tls::EcPublicKey::from_spki(ca.spki);
+    BOOST_TEST_REQUIRE(ca_key != nullptr);
+    BOOST_TEST((ca_key->curve() == GNUTLS_ECC_CURVE_SECP256R1));
+    BOOST_TEST(ca_key->verify(digest, parts.tbs, parts.signature));
+    std::string tbs(parts.tbs);
+    tbs[tbs.size() / 2] ^= 0x01;
+    BOOST_TEST(!ca_key->verify(digest, tbs, parts.signature));
+    BOOST_TEST(!ca_key->verify(digest, parts.tbs, ""));
+    BOOST_TEST(!ca_key->verify(digest, parts.tbs, "garbage"));
+    // The leaf's own key did not sign its certificate.
+    auto own = tls::EcPublicKey::from_spki(parts.spki);
+    BOOST_TEST_REQUIRE(own != nullptr);
+    BOOST_TEST(!own->verify(digest, parts.tbs, parts.signature));
+
+    // Other keys stay with GnuTLS.
+    for (KeyType type : {KeyType::Rsa2048, KeyType::Ed25519}) {
+        tls::CertDer other;
+        BOOST_TEST_REQUIRE(tls::split_cert_der(leaf(type).cert.der(), other));
+        BOOST_TEST(tls::EcPublicKey::from_spki(other.spki) == nullptr);
+    }
+    tls::CertDer p384;
+    BOOST_TEST_REQUIRE(tls::split_cert_der(leaf(KeyType::EcdsaP384).cert.der(), p384));
+    auto k384 = tls::EcPublicKey::from_spki(p384.spki);
+    BOOST_TEST_REQUIRE(k384 != nullptr);
+    BOOST_TEST((k384->curve() == GNUTLS_ECC_CURVE_SECP384R1));
+    BOOST_TEST(!tls::ecdsa_digest_of(ca.spki, digest));
+
+    // Truncated, extended or corrupted input is refused, never read past.
+    const std::string& der = p256.cert.der();
+    for (std::size_t n = 0; n < der.size(); ++n) BOOST_TEST(!tls::split_cert_der(der.substr(0, n), parts));
+    BOOST_TEST(!tls::split_cert_der(der + '\0', parts));
+    std::string spki(ca.spki);
+    for (std::size_t n = 0; n < spki.size(); ++n)
+        BOOST_TEST(tls::EcPublicKey::from_spki(spki.substr(0, n)) == nullptr);
+    std::string off_curve = spki;
+    off_curve.back() ^= 0x01; // the point is no longer on the curve
+    BOOST_TEST(tls::EcPublicKey::from_spki(off_curve) == nullptr);
+}
 
 BOOST_AUTO_TEST_CASE(failure_wire_names) {
     const std::pair<AddFailure, const char*> names[] = {
@@ -1062,6 +1232,15 @@ BOOST_AUTO_TEST_CASE(bench_add_costs, *boost::unit_test::precondition([](boost::
            measure([&](int i) { sink += check_add(trust, inter_inputs[i % kLeaves], &cache).names.size(); }));
     std::printf("  (cache: %llu hits, %llu misses)\n", static_cast<unsigned long long>(cache.stats().hits),
                 static_cast<unsigned long long>(cache.stats().misses));
+    // New leaves under an issuer seen before (cold adds of many domains
+    // from one CA): a one-entry chain cache misses every time.
+    ChainCache cold(trust, 1);
+    report("check_add, new leaf, known issuer (leaf + CA)",
+           measure([&](int i) { sink += check_add(trust, inputs[i % kLeaves], &cold).names.size(); }));
+    report("check_add, new leaf, known issuer (leaf + int.)",
+           measure([&](int i) { sink += check_add(trust, inter_inputs[i % kLeaves], &cold).names.size(); }));
+    std::printf("  (issuer hits: %llu of %llu misses)\n", static_cast<unsigned long long>(cold.stats().issuer_hits),
+                static_cast<unsigned long long>(cold.stats().misses));
 
     // Other key types (one leaf each): sign and verify only.
     for (KeyType type : {KeyType::EcdsaP384, KeyType::Rsa2048, KeyType::Ed25519}) {
