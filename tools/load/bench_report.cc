@@ -51,7 +51,9 @@ std::vector<Target> targets(const BenchReport& r) {
         // Per hop CPU-second: on this machine the tool, not the hop, bounds
         // the wall rate, so the wall ratio is given as a note only.
         Target x{">= 50% of the HAProxy TLS relay's byte rate", "-", -1, "MB per hop CPU-second"};
-        if (gw && hp) {
+        if (gw && hp && (gw->gw_cpu_s <= 0 || hp->gw_cpu_s <= 0)) {
+            x.note = "a hop used no measurable CPU (10 ms ticks): run more stanzas";
+        } else if (gw && hp) {
             const double v = per(per(mb(gw->bytes), gw->gw_cpu_s), per(mb(hp->bytes), hp->gw_cpu_s));
             x.measured = fmt::format("{:.0f} %", 100 * v);
             x.met = v >= 0.5;
