@@ -47,8 +47,8 @@ void usage(std::FILE* f) {
         "  memory  RSS per idle authenticated S2S stream (K streams to one s2smuxd)\n"
         "  adds    domain adds/s on one stream that carries traffic (ECDSA P-256) and p99\n"
         "          latency while they run vs idle (s2smux-load --topology mux); also RSS per\n"
-        "          mux domain. Cold adds on an idle stream, and memory per domain once\n"
-        "          settled: bench/mux_adds.py\n"
+        "          mux domain; then cold adds on an idle stream and memory per domain\n"
+        "          once settled (bench/mux_adds.py)\n"
         "  clouds  Prosody <-> Prosody direct and through the gateways (bench/clouds_bench.py)\n"
         "Then issue 8's targets: measured, met or not. Timing never fails a run.\n"
         "\n"
@@ -62,6 +62,8 @@ void usage(std::FILE* f) {
         "  --window W         stanzas in flight at most (default 5000)\n"
         "  --idle-streams K   memory section: idle streams (default 200)\n"
         "  --adds A           adds section: domains added (default 1000)\n"
+        "  --cold-adds C      adds section, then: C domains added on an idle stream by\n"
+        "                     bench/mux_adds.py (default 10000, 20 with --quick)\n"
         "  --sections LIST    comma-separated: hop,pairs,memory,adds,clouds\n"
         "  --clouds PATH      the Prosody baseline script (default: bench/clouds_bench.py of\n"
         "                     the source tree, if present and prosody is installed)\n"
@@ -94,10 +96,11 @@ std::string utc_now() {
     return buf;
 }
 
-std::string clouds_script(const std::string& arg) {
+// A script of the source tree's bench/ (`arg` when given).
+std::string bench_script(const std::string& name, const std::string& arg = {}) {
     namespace fs = std::filesystem;
     if (!arg.empty()) return arg;
-    for (const std::string& p : {std::string("bench/clouds_bench.py"), exe_dir() + "/../../bench/clouds_bench.py"})
+    for (const std::string& p : {"bench/" + name, exe_dir() + "/../../bench/" + name})
         if (fs::exists(p)) return fs::weakly_canonical(p).string();
     return {};
 }
@@ -107,7 +110,7 @@ std::string clouds_script(const std::string& arg) {
 int main(int argc, char** argv) {
     bool quick = false, keep = false, progress = true, no_clouds = false;
     std::optional<std::uint64_t> local, remote, pair_stanzas, max_inner, stanzas, window, idle_k, adds_n;
-    std::optional<std::uint64_t> clouds_local, clouds_remote;
+    std::optional<std::uint64_t> clouds_local, clouds_remote, cold_adds_n;
     std::string s2smuxd, gencerts, certs = "certs", haproxy_arg, clouds_arg, json_path, sections_arg;
     bool certs_given = false;
     std::string command = "s2smux-bench";
@@ -125,6 +128,7 @@ int main(int argc, char** argv) {
         else if (a == "--window") count(window);
         else if (a == "--idle-streams") count(idle_k);
         else if (a == "--adds") count(adds_n);
+        else if (a == "--cold-adds") count(cold_adds_n);
         else if (a == "--sections") sections_arg = value();
         else if (a == "--clouds") clouds_arg = value();
         else if (a == "--no-clouds") no_clouds = true;
@@ -290,10 +294,23 @@ int main(int argc, char** argv) {
         say(fmt::format("4. {} domain adds on one stream, with traffic", o.adds).c_str());
         MuxBench b(env, o);
         rep.adds = b.run();
+        // Cold: adds on an idle stream, and memory per domain once settled.
+        ColdAddsResult c;
+        const std::string script = bench_script("mux_adds.py");
+        const std::string build_dir = fs::path(daemon_abs).parent_path().string();
+        if (script.empty()) c.skip_reason = "bench/mux_adds.py not found";
+        else if (!fs::exists(fs::path(build_dir) / "bench" / "s2smux-gencerts"))
+            c.skip_reason = "s2smuxd is not in a build directory with bench/s2smux-gencerts";
+        if (c.skip_reason.empty()) {
+            const std::uint64_t n = cold_adds_n.value_or(quick ? 20 : 10000);
+            say(fmt::format("4. {} cold domain adds on an idle stream: {}", n, script).c_str());
+            c = run_cold_adds(script, n, build_dir, env.work_dir);
+        }
+        rep.cold_adds = std::move(c);
     }
     if (sections.count("clouds")) {
         CloudsResult c;
-        const std::string script = clouds_script(clouds_arg);
+        const std::string script = bench_script("clouds_bench.py", clouds_arg);
         if (script.empty()) c.skip_reason = "bench/clouds_bench.py not found (--clouds PATH)";
         else if (clouds_arg.empty() && find_executable("prosody").empty()) c.skip_reason = "prosody not installed";
         if (c.skip_reason.empty()) {

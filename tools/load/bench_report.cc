@@ -75,11 +75,15 @@ std::vector<Target> targets(const BenchReport& r) {
         t.push_back(x);
     }
     {
-        Target x{">= 5,000 domain adds/s (ECDSA P-256, one stream)", "-", -1,
-                 "while the stream carries traffic; cold, idle: bench/mux_adds.py"};
-        if (r.adds && r.adds->ok) {
+        Target x{">= 5,000 domain adds/s (ECDSA P-256, one stream)", "-", -1, "per core: per CPU-second of the receiving gateway"};
+        if (const auto& c = r.cold_adds; c && c->ran && c->error.empty()) {
+            x.measured = fmt::format("{} /CPU-s ({} /s wall)", fnum(c->adds_per_cpu_s), fnum(c->adds_per_s));
+            x.met = c->adds_per_cpu_s >= 5000;
+            x.note = fmt::format("cold, {} domains on an idle stream", fnum(c->count));
+        } else if (r.adds && r.adds->ok) {
             x.measured = fmt::format("{} adds/s", fnum(r.adds->adds_per_s));
             x.met = r.adds->adds_per_s >= 5000;
+            x.note = "on a stream carrying traffic (no cold run)";
         }
         t.push_back(x);
     }
@@ -101,9 +105,13 @@ std::vector<Target> targets(const BenchReport& r) {
         t.push_back(x);
     }
     {
-        Target x{"<= 1 KiB per multiplexed domain", "-", -1,
-                 "RSS delta / domains, traffic flowing (noisy); settled: bench/mux_adds.py"};
-        if (r.adds && r.adds->ok) {
+        Target x{"<= 1 KiB per multiplexed domain", "-", -1, "receiving gateway's RSS delta / domains"};
+        if (const auto& c = r.cold_adds; c && c->ran && c->error.empty()) {
+            x.measured = fmt::format("{} B", fnum(c->bytes_per_domain));
+            x.met = c->bytes_per_domain <= 1024;
+            x.note = fmt::format("{} domains, settled", fnum(c->count));
+        } else if (r.adds && r.adds->ok) {
+            x.note = "traffic flowing (noisy; no cold run)";
             const double v = rss_per(r.adds->b_rss0_kb, r.adds->b_rss1_kb, r.adds->adds_ok);
             x.measured = fmt::format("{} B", fnum(v));
             x.met = std::isfinite(v) && v <= 1024;
@@ -121,6 +129,8 @@ bool BenchReport::ok() const {
     if (pairs && !pairs->ok) return false;
     if (idle && !idle->ok) return false;
     if (adds && !adds->ok) return false;
+    // Every cold add must be accepted too (a skipped run is no failure).
+    if (cold_adds && cold_adds->ran && (!cold_adds->error.empty() || cold_adds->adds_failed > 0)) return false;
     return true;
 }
 
@@ -206,6 +216,17 @@ void BenchReport::print(std::FILE* f) const {
                                  a.phases[0].p99_ms, a.phases[1].p99_ms, a.ratio_p99, a.phases[2].p99_ms, fnum(a.rate)));
         }
     }
+    if (cold_adds) {
+        const auto& c = *cold_adds;
+        if (!c.ran) line("cold adds skipped: " + c.skip_reason);
+        else if (!c.error.empty()) line("cold adds FAILED: " + c.error);
+        else
+            line(fmt::format("cold, idle stream (bench/mux_adds.py, {} domains, the first the stream's own certificate): "
+                             "{} adds accepted, {} failed, {} adds/s, {} per CPU-second of the receiving gateway "
+                             "({:.3f} ms each), {} B per domain settled, {} connection(s)",
+                             fnum(c.count), fnum(c.adds_ok), fnum(c.adds_failed), fnum(c.adds_per_s), fnum(c.adds_per_cpu_s),
+                             c.b_cpu_ms_per_add, fnum(c.bytes_per_domain), fnum(c.connections)));
+    }
     if (clouds) {
         line("\n5. Standard S2S with real Prosody (bench/clouds_bench.py)");
         if (!clouds->ran) line("skipped: " + clouds->skip_reason);
@@ -282,6 +303,16 @@ std::string BenchReport::json() const {
                          json_num(a.phases.size() == 3 ? a.phases[2].p99_ms : NAN), json_num(a.ratio_p99),
                          json_num(rss_per(a.b_rss0_kb, a.b_rss1_kb, a.adds_ok)),
                          json_num(rss_per(a.a_rss0_kb, a.a_rss1_kb, a.adds_ok)), a.stanzas_total);
+    }
+    if (cold_adds) {
+        const auto& c = *cold_adds;
+        j += fmt::format(",\"cold_adds\":{{\"ran\":{},\"skipped\":{},\"error\":{},\"domains\":{},\"adds_ok\":{},"
+                         "\"adds_failed\":{},\"adds_per_s\":{},\"adds_per_cpu_s_b\":{},\"b_cpu_ms_per_add\":{},"
+                         "\"bytes_per_domain_b\":{},\"connections\":{},\"seconds\":{}}}",
+                         c.ran, json_str(c.skip_reason), json_str(c.error), json_num(c.count), json_num(c.adds_ok),
+                         json_num(c.adds_failed), json_num(c.adds_per_s), json_num(c.adds_per_cpu_s),
+                         json_num(c.b_cpu_ms_per_add), json_num(c.bytes_per_domain), json_num(c.connections),
+                         json_num(c.seconds));
     }
     if (clouds)
         j += fmt::format(",\"clouds\":{{\"ran\":{},\"skipped\":{},\"error\":{},\"seconds\":{},\"result\":{}}}",

@@ -25,6 +25,7 @@ struct BenchReport {
     std::optional<PairsResult> pairs;
     std::optional<IdleResult> idle;
     std::optional<MuxResult> adds;
+    std::optional<ColdAddsResult> cold_adds;
     std::optional<CloudsResult> clouds;
 
     // Every stanza verified and every daemon ended cleanly, in every

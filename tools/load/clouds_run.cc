@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string_view>
+#include <utility>
 
 namespace s2smux::load {
 
@@ -114,6 +115,39 @@ CloudsResult run_clouds(const std::string& script, std::uint64_t local, std::uin
         r.modes.push_back(std::move(m));
         at = end;
     }
+    return r;
+}
+
+ColdAddsResult run_cold_adds(const std::string& script, std::uint64_t count, const std::string& build_dir,
+                             const std::string& work_dir) {
+    ColdAddsResult r;
+    r.ran = true;
+    const std::string log = work_dir + "/mux_adds.log";
+    const std::uint64_t t0 = uv_hrtime();
+    const std::string err =
+        run_program({"/usr/bin/python3", script, "--count", std::to_string(count), "--build", build_dir}, log);
+    r.seconds = static_cast<double>(uv_hrtime() - t0) / 1e9;
+    std::ifstream f(log);
+    std::string line, last;
+    while (std::getline(f, line))
+        if (line.rfind("{\"domains\"", 0) == 0) last = line;
+    if (last.empty()) {
+        r.error = (err.empty() ? script + " printed no JSON line" : err) + "; end of its output: " + tail_of(log, 400);
+        return r;
+    }
+    if (!err.empty()) r.error = err;
+    // The script's key for each figure.
+    static constexpr std::pair<const char*, double ColdAddsResult::*> kKeys[] = {
+        {"domains", &ColdAddsResult::count},
+        {"adds_ok", &ColdAddsResult::adds_ok},
+        {"adds_failed", &ColdAddsResult::adds_failed},
+        {"adds_per_s", &ColdAddsResult::adds_per_s},
+        {"adds_per_cpu_s_b", &ColdAddsResult::adds_per_cpu_s},
+        {"gw_b_bytes_per_domain", &ColdAddsResult::bytes_per_domain},
+        {"connections", &ColdAddsResult::connections},
+        {"gw_b_cpu_ms_per_add", &ColdAddsResult::b_cpu_ms_per_add},
+    };
+    for (const auto& [key, member] : kKeys) r.*member = num(last, key);
     return r;
 }
 

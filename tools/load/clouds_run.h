@@ -33,4 +33,17 @@ struct CloudsResult {
 CloudsResult run_clouds(const std::string& script, std::uint64_t local, std::uint64_t remote, bool quick,
                         const std::string& work_dir);
 
+// Cold adds: bench/mux_adds.py adds `count` domains on one idle mux stream
+// (no traffic) and prints a JSON line last; the figures read from it.
+struct ColdAddsResult {
+    bool ran = false;
+    std::string skip_reason, error;
+    double count = 0, adds_ok = 0, adds_failed = 0, adds_per_s = 0, adds_per_cpu_s = 0, bytes_per_domain = 0;
+    double connections = 0, b_cpu_ms_per_add = 0, seconds = 0;
+};
+
+// /usr/bin/python3 SCRIPT --count N --build BUILD_DIR (BUILD_DIR holds s2smuxd and bench/s2smux-gencerts)
+ColdAddsResult run_cold_adds(const std::string& script, std::uint64_t count, const std::string& build_dir,
+                             const std::string& work_dir);
+
 } // namespace s2smux::load
