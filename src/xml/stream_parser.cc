@@ -1,4 +1,13 @@
-// StreamParser: a byte-level framer in front of libxml2's push SAX2 parser.
+// StreamParser: a fast path for whole stanzas, and a byte-level framer in
+// front of libxml2's push SAX2 parser for everything else.
+//
+// Between top-level elements, each element that lies whole in the chunk
+// is first offered to parse_fast_element() (fast_element.h): a strict
+// one-pass parser for the shape nearly every stanza has, which declines
+// anything it does not judge completely. What it takes never reaches the
+// framer or libxml2; the rest (the stream header, an element cut by the
+// end of a read, anything declined, the stream's end) goes the way below,
+// where libxml2 judges it.
 //
 // The framer walks every byte once, cheaply (memchr over text and attribute
 // values). It knows where the stream header and each top-level element end,
@@ -30,6 +39,7 @@
 //   namespace is the stream's, jabber:server). Forwarding them saves
 //   re-serializing and re-escaping every stanza.
 #include "xml/stream_parser.h"
+#include "xml/fast_element.h"
 #include "xml/writer.h"
 
 #include <libxml/parser.h>
@@ -103,6 +113,11 @@ public:
     // reports them in).
     ScanResult scan(const char* d, std::size_t n, const Limits& lim, std::vector<std::size_t>& ends,
                     std::size_t max_ends);
+    // Bytes between top-level elements that the fast path consumed.
+    void skip(std::size_t n) {
+        assert(st_ == St::StreamLevel);
+        base_ += n;
+    }
 
     std::uint64_t offset() const { return base_; } // stream bytes scanned
     bool header_done() const { return depth_ > 0 || st_ == St::Closed; }
@@ -655,6 +670,11 @@ struct StreamParser::Impl {
 
     void new_context();
     void maybe_rebuild();
+    bool fast_ready() const {
+        return state == State::Open && depth == 1 && held.empty() && reported_end == handed_end &&
+               framer.between_elements();
+    }
+    std::size_t fast_run(const char* d, std::size_t n);
     void push(const char* d, std::size_t n);
     void parse(const char* p, std::size_t n);
     void keep_header(const char* d, const ScanResult& s);
@@ -686,9 +706,9 @@ struct StreamParser::Impl {
     std::size_t take_end(bool header);
     void fail(ParseError e, std::string_view detail);
     void fail_limit(const char* what, std::size_t figure, const char* unit);
-    void suspend(std::size_t end) {
+    void suspend(std::uint64_t end_abs) {
         state = State::Suspended;
-        suspend_end = end;
+        suspend_abs = end_abs;
         ctxt->disableSAX = 1; // libxml2 finishes the chunk silently
     }
 
@@ -700,11 +720,14 @@ struct StreamParser::Impl {
     std::string held;       // bytes of an unfinished tag, not yet given to libxml2
     std::string header_raw; // the stream header as received, for replays
     std::vector<std::size_t> ends;
+    std::string stream_ns; // the header's default namespace, for parse_fast_element()
+    std::uint64_t handed_end = 0;   // stream offset past the last unit given to libxml2
+    std::uint64_t reported_end = 0; // ... and past the last one it reported
     std::size_t next_end = 0;
     std::uint64_t slice_abs = 0; // stream offset of the bytes being handed over
     std::size_t slice_len = 0;
     std::uint64_t doc_delta = 0; // stream offset minus libxml2 document offset
-    std::size_t suspend_end = 0; // offset in the slice
+    std::uint64_t suspend_abs = 0; // stream offset where a suspension took effect
     std::size_t fed_peak = 0;    // largest xmlParseChunk since the context was made
     State state = State::Open;
     bool replaying = false;
@@ -799,6 +822,8 @@ void StreamParser::Impl::reset() {
     framer = Framer();
     held.clear();
     header_raw.clear();
+    stream_ns.clear();
+    handed_end = reported_end = 0;
     ends.clear();
     doc_delta = 0;
     state = State::Open;
@@ -833,18 +858,33 @@ FeedResult StreamParser::Impl::feed(const char* d, std::size_t n) {
     // at an error.
     for (std::size_t off = 0; off < n && state == State::Open;) {
         maybe_rebuild();
+        if (fast_ready()) {
+            off += fast_run(d + off, n - off);
+            if (state == State::Suspended) {
+                r.suspended = true;
+                r.trailing = static_cast<std::size_t>(chunk_abs + n - suspend_abs);
+                r.trailing_nonspace = !all_ws(d + n - r.trailing, r.trailing);
+                return r;
+            }
+            if (off == n) break;
+        }
         if (state != State::Open) break;
         ends.clear();
         next_end = 0;
         slice_abs = framer.offset();
         slice_len = n - off;
         const bool had_header = framer.header_done();
-        const ScanResult s = framer.scan(d + off, n - off, *limits, ends, kMaxEndsPerCall);
+        // One unit at a time once the header is in: the fast path may take
+        // the next element.
+        const ScanResult s = framer.scan(d + off, n - off, *limits, ends, had_header ? 1 : kMaxEndsPerCall);
         if (!had_header) keep_header(d + off, s);
-        if (s.flush > 0) push(d + off, s.flush);
+        if (s.flush > 0) {
+            if (!ends.empty()) handed_end = slice_abs + ends.back();
+            push(d + off, s.flush);
+        }
         if (state == State::Suspended) {
             r.suspended = true;
-            r.trailing = n - off - suspend_end;
+            r.trailing = static_cast<std::size_t>(chunk_abs + n - suspend_abs);
             r.trailing_nonspace = !all_ws(d + n - r.trailing, r.trailing);
             return r;
         }
@@ -937,6 +977,39 @@ void StreamParser::Impl::keep_header(const char* d, const ScanResult& s) {
         header_raw.append(d, s.scanned); // bounded by max_header_bytes
 }
 
+// Top-level elements straight from the chunk, while parse_fast_element()
+// takes them; whitespace between them is skipped. Returns the bytes
+// consumed. Anything else is left to the framer and libxml2, from its '<'.
+std::size_t StreamParser::Impl::fast_run(const char* d, std::size_t n) {
+    std::size_t i = 0;
+    while (state == State::Open) {
+        std::size_t j = i;
+        while (j < n && is_ws(static_cast<unsigned char>(d[j]))) ++j;
+        framer.skip(j - i);
+        doc_delta += j - i; // bytes libxml2 never sees
+        i = j;
+        if (n - i < 2 || d[i] != '<' || d[i + 1] == '/' || d[i + 1] == '!' || d[i + 1] == '?') break;
+        arena.reset_and_trim(kKeepArenaBytes);
+        std::size_t len = 0;
+        const Node* el = parse_fast_element({d + i, n - i}, stream_ns, *limits, arena, &len);
+        if (!el) break;
+        framer.skip(len);
+        doc_delta += len;
+        raw = {d + i, len};
+        const bool go_on = h.on_element(*el);
+        raw = {};
+        i += len;
+        elem_start = framer.offset();
+        partial.clear();
+        if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial);
+        if (!go_on && state == State::Open) {
+            suspend(framer.offset());
+            break;
+        }
+    }
+    return i;
+}
+
 // Hands libxml2 the held bytes and then the chunk's complete part.
 void StreamParser::Impl::push(const char* d, std::size_t n) {
     if (!held.empty()) {
@@ -991,6 +1064,7 @@ void StreamParser::Impl::maybe_rebuild() {
 std::size_t StreamParser::Impl::take_end(bool header) {
     std::size_t off = slice_len;
     if (next_end < ends.size()) off = ends[next_end++];
+    reported_end = slice_abs + off;
 #ifndef NDEBUG
     // The framer and libxml2 must agree on where the element ended.
     long pos = xmlByteConsumed(ctxt);
@@ -1100,9 +1174,10 @@ void StreamParser::Impl::on_stream_open(const xmlChar* local, const xmlChar* uri
     hdr.ns = arena.copy(sv(uri));
     for (int i = 0; i < nb_ns; ++i) {
         const std::string_view prefix = sv(ns[i * 2]), ns_uri = unescape(ns[i * 2 + 1]);
-        if (ns[i * 2] == nullptr)
+        if (ns[i * 2] == nullptr) {
             hdr.default_ns = ns_uri;
-        else if (prefix == "db" && ns_uri == kDialbackNs)
+            stream_ns.assign(ns_uri);
+        } else if (prefix == "db" && ns_uri == kDialbackNs)
             hdr.declares_dialback = true;
     }
     for (int i = 0; i < nb_attrs; ++i) {
@@ -1122,7 +1197,7 @@ void StreamParser::Impl::on_stream_open(const xmlChar* local, const xmlChar* uri
     const std::size_t end = take_end(true);
     elem_start = slice_abs + end;
     partial.clear();
-    if (!h.on_stream_open(hdr) && state == State::Open) suspend(end);
+    if (!h.on_stream_open(hdr) && state == State::Open) suspend(slice_abs + end);
 }
 
 void StreamParser::Impl::on_start(const xmlChar* local, const xmlChar* prefix, const xmlChar* uri, int nb_ns,
@@ -1181,7 +1256,7 @@ void StreamParser::Impl::on_end() {
         elem_start = end_abs;
         partial.clear();
         if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial); // an idle stream keeps little
-        if (!go_on && state == State::Open) suspend(end);
+        if (!go_on && state == State::Open) suspend(end_abs);
     }
 }
 

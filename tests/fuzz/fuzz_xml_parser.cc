@@ -9,6 +9,7 @@
 //    same tree;
 //  - its raw bytes (element_raw(), what the gateway forwards), when given,
 //    parse back to the same tree too, and are the same for any chunking.
+#include "tests/support/xml_dump.h"
 #include "xml/stream_parser.h"
 #include "xml/writer.h"
 
@@ -30,29 +31,7 @@ void check(bool ok) {
     if (!ok) std::abort();
 }
 
-void dump(std::string& o, const Node& n) {
-    if (n.kind == Node::Kind::Text) {
-        o += '"';
-        o.append(n.text);
-        o += '"';
-        return;
-    }
-    o += '{';
-    o.append(n.ns);
-    o += '}';
-    o.append(n.name);
-    for (const Attr* a = n.attrs; a; a = a->next) {
-        o += " {";
-        o.append(a->ns);
-        o += '}';
-        o.append(a->name);
-        o += '=';
-        o.append(a->value);
-    }
-    o += '[';
-    for (const Node* c = n.first; c; c = c->next) dump(o, *c);
-    o += ']';
-}
+void dump(std::string& o, const Node& n) { s2smux::testing::dump_tree(o, n); }
 
 Limits small_limits() {
     Limits l;

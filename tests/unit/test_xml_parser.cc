@@ -466,7 +466,11 @@ BOOST_AUTO_TEST_CASE(memory_is_released_after_a_huge_stanza) {
     p.feed(small);
     p.feed(small);
     const long baseline = g_xml_live;
-    p.feed(stanza_of_size(400 * 1024));
+    // A CDATA section sends it to libxml2 (the fast path takes it into the
+    // arena: checked below).
+    std::string huge = stanza_of_size(400 * 1024);
+    huge.replace(15, 12, "<![CDATA[]]>");
+    p.feed(huge);
     BOOST_TEST(g_xml_live > baseline + 400 * 1024); // libxml2 buffered it whole
     p.feed(small);
     p.feed(small);
@@ -474,6 +478,13 @@ BOOST_AUTO_TEST_CASE(memory_is_released_after_a_huge_stanza) {
     BOOST_TEST(h.elements == 41);
     BOOST_TEST(g_xml_live < baseline + 64 * 1024);
     BOOST_TEST(p.memory().arena_reserved <= 64 * 1024u);
+    p.feed(stanza_of_size(400 * 1024)); // the fast path
+    BOOST_TEST(p.memory().arena_reserved > 400 * 1024u);
+    p.feed(small);
+    BOOST_TEST(h.errors == 0);
+    BOOST_TEST(h.elements == 52);
+    BOOST_TEST(p.memory().arena_reserved <= 64 * 1024u);
+    BOOST_TEST(g_xml_live < baseline + 64 * 1024);
 }
 
 BOOST_AUTO_TEST_CASE(suspend_deep_inside_a_large_chunk) {
@@ -1155,7 +1166,8 @@ BOOST_AUTO_TEST_CASE(steady_state_does_not_allocate_or_grow) {
     BOOST_TEST(r.bad == 0);
     BOOST_TEST(r.news == 0);       // no C++ allocation at all
     BOOST_TEST(r.xml_allocs == 0); // nor inside libxml2
-    BOOST_TEST(r.arena_min == r.arena_max); // the arena is reset per element
+    // The arena is reset per element. The chunks cut some copies, which
+    // then go through libxml2 rather than the fast path: two sizes.
     BOOST_TEST(r.arena_max < 1024u);
     BOOST_TEST(r.max_libxml < 16 * 1024u); // consumed input is dropped
     BOOST_TEST(r.max_held < st.size());
@@ -1175,7 +1187,7 @@ BOOST_AUTO_TEST_CASE(steady_state_with_namespace_declarations) {
     BOOST_TEST(r.news == 0);
     BOOST_TEST(r.xml_allocs <= 3 * 200000);
     BOOST_TEST(r.xml_allocs == r.xml_frees);
-    BOOST_TEST(r.arena_min == r.arena_max);
+    BOOST_TEST(r.arena_max < 1024u);
     BOOST_TEST(r.max_libxml < 16 * 1024u);
     BOOST_TEST(r.max_held < st.size());
 }
