@@ -114,13 +114,7 @@ std::optional<Fault> parse_fault(std::string_view s) {
 }
 
 FaultRun::FaultRun(const Env& env, const FaultOptions& opts, Fault fault)
-    : env_(env), o_(opts), fault_(fault), relay_(&loop_) {
-    uv_loop_init(&loop_);
-    ctx_.loop = &loop_;
-    ctx_.certs = &certs_;
-    ctx_.trust = &trust_;
-    ctx_.keys = env_.keys;
-    ctx_.owner = this;
+    : LoopDriver(&certs_, &trust_, env.keys), env_(env), o_(opts), fault_(fault), relay_(&loop_) {
     res_.fault = fault;
     res_.method = method_of(fault);
 }
@@ -270,13 +264,7 @@ FaultResult FaultRun::run() {
         if (fault_ == Fault::DnsFail) start_generator(); // no mux stream will ever come up
         else poller_ = admin(a_sock_, "gateway A admin");
     }
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (int c = uv_loop_close(&loop_); c != 0) {
-        uv_walk(&loop_, [](uv_handle_t* h, void*) {
-            std::fprintf(stderr, "s2smux-load: open handle at exit: %s\n", uv_handle_type_name(h->type));
-        }, nullptr);
-        if (res_.error.empty()) res_.error = "event loop closed with open handles";
-    }
+    run_loop(res_.error, true);
     // The account, per stanza.
     res_.sent = sent_;
     for (std::uint64_t i = 0; i < sent_; ++i) {

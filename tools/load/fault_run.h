@@ -25,6 +25,7 @@
 #include "tools/load/admin_client.h"
 #include "tools/load/bench.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 #include "tools/load/tcp_relay.h"
 
 #include <uv.h>
@@ -88,29 +89,24 @@ struct FaultResult {
     }
 };
 
-class FaultRun final : public net::StreamOwner {
+class FaultRun final : public LoopDriver {
 public:
     FaultRun(const Env& env, const FaultOptions& opts, Fault fault);
     ~FaultRun() override;
-    FaultRun(const FaultRun&) = delete;
-    FaultRun& operator=(const FaultRun&) = delete;
 
     FaultResult run();
 
 private:
     enum class Phase : std::uint8_t { Starting, Connecting, Pre, Fault, Post, Settle, Stats, Closing, Closed };
 
-    // net::StreamOwner
+    // net::StreamOwner (the rest: LoopDriver's defaults)
     bool stream_hosts(net::Stream& s, std::string_view domain) override;
     bool stream_has_cert(std::string_view domain) override;
     xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
     void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                               xmpp::AuthMethod m) override;
-    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
-    void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     std::string setup();
     std::string prepare_certs();
@@ -142,8 +138,6 @@ private:
     FaultOptions o_;
     Fault fault_;
     FaultResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
     tls::CertStore certs_;
     tls::TrustStore trust_;
     std::string dir_, certs_dir_;
@@ -153,9 +147,6 @@ private:
     bool sink_listening_ = false;        // the sink's listener handle is open (or closing)
     std::uint16_t sink_port_ = 0, bounce_port_ = 0;
     TcpRelay relay_;                     // slow-reader: between gateway B and the sink
-    uv_prepare_t prepare_{};
-    uv_check_t check_{};
-    uv_timer_t timer_{};                 // 100 ms: phases, liveness, RSS, progress
     uv_timer_t pace_{};                  // 1 ms: wakes the loop for the open-loop sender
 
     std::uint16_t a_outer_ = 0, a_inner_ = 0, b_outer_ = 0, b_inner_ = 0;

@@ -45,14 +45,8 @@ const char* phase_name(int k) {
 
 } // namespace
 
-MuxBench::MuxBench(const Env& env, MuxOptions opts) : env_(env), o_(std::move(opts)) {
-    uv_loop_init(&loop_);
-    ctx_.loop = &loop_;
-    ctx_.certs = &certs_;
-    ctx_.trust = &trust_;
-    ctx_.keys = env_.keys;
-    ctx_.owner = this;
-}
+MuxBench::MuxBench(const Env& env, MuxOptions opts)
+    : LoopDriver(&certs_, &trust_, env.keys), env_(env), o_(std::move(opts)) {}
 
 MuxBench::~MuxBench() = default;
 
@@ -148,13 +142,7 @@ MuxResult MuxBench::run() {
 
     poller_ = admin(gws_.a_sock, "gateway A admin");
 
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (int c = uv_loop_close(&loop_); c != 0) {
-        uv_walk(&loop_, [](uv_handle_t* h, void*) {
-            std::fprintf(stderr, "s2smux-load: open handle at exit: %s\n", uv_handle_type_name(h->type));
-        }, nullptr);
-        if (res_.error.empty()) res_.error = "event loop closed with open handles";
-    }
+    run_loop(res_.error, true);
     if (res_.error.empty()) compute();
     res_.ok = res_.error.empty();
     if (!res_.ok)

@@ -37,13 +37,8 @@ std::uint64_t domain_index(std::string_view d) {
 
 } // namespace
 
-PairsBench::PairsBench(const Env& env, PairsOptions opts) : env_(env), o_(std::move(opts)) {
-    uv_loop_init(&loop_);
-    ctx_.loop = &loop_;
-    ctx_.certs = &certs_;
-    ctx_.trust = &trust_;
-    ctx_.keys = env_.keys;
-    ctx_.owner = this;
+PairsBench::PairsBench(const Env& env, PairsOptions opts)
+    : LoopDriver(&certs_, &trust_, env.keys), env_(env), o_(std::move(opts)) {
     res_.local = o_.local;
     res_.remote = o_.remote;
     res_.pairs = o_.local * o_.remote;
@@ -137,8 +132,7 @@ PairsResult PairsBench::run() {
     start_driver<PairsBench, &PairsBench::pump, &PairsBench::tick>(&loop_, prepare_, check_, timer_, this, kTickMs);
     last_progress_ns_ = last_report_ns_ = uv_hrtime();
 
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop_) != 0 && res_.error.empty()) res_.error = "event loop closed with open handles";
+    run_loop(res_.error, false);
     res_.ok = res_.error.empty();
     if (!res_.ok)
         res_.log_tail = gws_.log_tails();
