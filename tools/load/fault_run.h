@@ -24,6 +24,7 @@
 #include "tls/trust.h"
 #include "tools/load/admin_client.h"
 #include "tools/load/bench.h"
+#include "tools/load/gateway_pair.h"
 #include "tools/load/gateway_process.h"
 #include "tools/load/loop_util.h"
 #include "tools/load/tcp_relay.h"
@@ -112,9 +113,7 @@ private:
     std::string prepare_certs();
     std::string listen(uv_tcp_t& l, std::uint16_t port, std::uint16_t* bound);
     std::string write_configs();
-    std::string start_b(const char* name);
     void on_accept(uv_tcp_t* l);
-    AdminClient* admin(const std::string& path, const char* who);
     void poll_mux();
     void start_generator();
     void pump();
@@ -149,14 +148,10 @@ private:
     TcpRelay relay_;                     // slow-reader: between gateway B and the sink
     uv_timer_t pace_{};                  // 1 ms: wakes the loop for the open-loop sender
 
-    std::uint16_t a_outer_ = 0, a_inner_ = 0, b_outer_ = 0, b_inner_ = 0;
-    std::string a_sock_, b_sock_, a_conf_, b_conf_;
-    GatewayProcess ga_, gb_;
+    GatewayPair gws_{&loop_};
     bool b_expected_down_ = false;       // kill9: between the kill and the restart
-    std::vector<std::unique_ptr<AdminClient>> admins_;
     AdminClient* poller_ = nullptr;
     bool poll_inflight_ = false;
-    int stats_pending_ = 0;
 
     Phase phase_ = Phase::Starting;
     net::Stream* gen_ = nullptr;
@@ -171,7 +166,7 @@ private:
     std::uint64_t start_ns_ = 0, phase_ns_ = 0, fault_ns_ = 0, heal_ns_ = 0, last_account_ns_ = 0,
                   last_report_ns_ = 0, closing_ns_ = 0;
     std::uint64_t pace_t0_ = 0, pace_seq0_ = 0;
-    bool healed_ = false, term_sent_ = false;
+    bool healed_ = false;
 };
 
 } // namespace s2smux::load
