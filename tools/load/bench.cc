@@ -32,14 +32,8 @@ const char* to_string(Mode m) {
     return "?";
 }
 
-Bench::Bench(const Env& env, BenchOptions opts) : env_(env), o_(std::move(opts)) {
-    uv_loop_init(&loop_);
-    ctx_.loop = &loop_;
-    ctx_.certs = env_.certs;
-    ctx_.trust = env_.trust;
-    ctx_.keys = env_.keys;
-    ctx_.owner = this;
-}
+Bench::Bench(const Env& env, BenchOptions opts)
+    : LoopDriver(env.certs, env.trust, env.keys), env_(env), o_(std::move(opts)) {}
 
 Bench::~Bench() = default;
 
@@ -110,9 +104,7 @@ BenchResult Bench::run() {
         if (!started) {
             res_.error = started.error();
             res_.gateway_log = gw_.log_tail();
-            uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-            uv_run(&loop_, UV_RUN_DEFAULT);
-            uv_loop_close(&loop_);
+            abandon_loop(&loop_, listener_);
             return res_;
         }
     }
@@ -130,14 +122,7 @@ BenchResult Bench::run() {
     auto kind = o_.mode == Mode::Gateway ? net::StreamKind::UpstreamOut : net::StreamKind::OuterOut;
     gen_ = net::Stream::connect(ctx_, kind, generator_config(), {t}, next_id_++, 10000);
 
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (int c = uv_loop_close(&loop_); c != 0) {
-        // A handle is still open: a leak in the tool or in net::Stream.
-        uv_walk(&loop_, [](uv_handle_t* h, void*) {
-            std::fprintf(stderr, "s2smux-load: open handle at exit: %s\n", uv_handle_type_name(h->type));
-        }, nullptr);
-        if (res_.error.empty()) res_.error = "event loop closed with open handles";
-    }
+    run_loop(res_.error, true);
     res_.ok = res_.error.empty();
     if (!res_.ok && has_hop()) res_.gateway_log = gw_.log_tail();
     return res_;
@@ -157,10 +142,6 @@ bool Bench::stream_hosts(net::Stream& s, std::string_view domain) {
 }
 
 bool Bench::stream_has_cert(std::string_view domain) { return env_.certs->find(domain) != nullptr; }
-
-xmpp::DialbackVerdict Bench::stream_dialback_request(net::Stream&, const xmpp::DialbackRequest&) {
-    return xmpp::DialbackVerdict::Invalid; // the sink does not offer dialback
-}
 
 void Bench::stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                                  xmpp::AuthMethod m) {

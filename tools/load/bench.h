@@ -15,6 +15,7 @@
 #include "tls/certs.h"
 #include "tls/trust.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 #include "tools/load/payload.h"
 #include "xmpp/dialback.h"
 
@@ -69,29 +70,23 @@ struct BenchResult {
     std::string gateway_log;        // tail of the hop's log, on failure
 };
 
-class Bench final : public net::StreamOwner {
+class Bench final : public LoopDriver {
 public:
     Bench(const Env& env, BenchOptions opts);
     ~Bench() override;
-    Bench(const Bench&) = delete;
-    Bench& operator=(const Bench&) = delete;
 
     BenchResult run();
 
 private:
     enum class Phase : std::uint8_t { Connecting, Warmup, Measure, Draining, Closed };
 
-    // net::StreamOwner
+    // net::StreamOwner (the rest: LoopDriver's defaults; the sink does not offer dialback)
     bool stream_hosts(net::Stream& s, std::string_view domain) override;
     bool stream_has_cert(std::string_view domain) override;
-    xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
     void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                               xmpp::AuthMethod m) override;
-    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
-    void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     xmpp::SessionConfig generator_config() const;
     xmpp::SessionConfig sink_config() const;
@@ -109,12 +104,7 @@ private:
     const Env& env_;
     BenchOptions o_;
     BenchResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
     uv_tcp_t listener_{};
-    uv_prepare_t prepare_{};
-    uv_check_t check_{};
-    uv_timer_t timer_{};
     std::uint16_t sink_port_ = 0;
     GatewayProcess gw_; // the hop: s2smuxd or haproxy
 

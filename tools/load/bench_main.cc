@@ -219,16 +219,10 @@ int main(int argc, char** argv) {
     }
     xmpp::DialbackKeys keys = xmpp::DialbackKeys::random();
     TextPool pool(0x5325'4d55'584c'4f41ULL, false);
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/s2smux-bench-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) {
-        std::fprintf(stderr, "s2smux-bench: mkdtemp %s: %s\n", tmpl.c_str(), std::strerror(errno));
-        return 1;
-    }
+    const std::string work_dir = make_work_dir("s2smux-bench", "s2smux-bench");
+    if (work_dir.empty()) return 1;
     const std::string haproxy = find_haproxy(haproxy_arg);
-    Env env{&store, &trust, &keys, &pool, daemon_abs, certs_abs, buf.data(), haproxy};
+    Env env{&store, &trust, &keys, &pool, daemon_abs, certs_abs, work_dir, haproxy};
 
     BenchReport rep;
     rep.date = utc_now();

@@ -2,9 +2,14 @@
 
 #include "tools/load/proc_util.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 namespace s2smux::load {
 
@@ -39,6 +44,18 @@ void ArgReader::seconds(std::optional<double>& dst) {
 void ArgReader::bad(const char* what, const char* v) const {
     std::fprintf(stderr, "%s: %s: %s: '%s'\n", tool_, arg_.c_str(), what, v);
     std::exit(2);
+}
+
+std::string make_work_dir(const char* tool, const char* prefix) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!::mkdtemp(buf.data())) {
+        std::fprintf(stderr, "%s: mkdtemp %s: %s\n", tool, tmpl.c_str(), std::strerror(errno));
+        return {};
+    }
+    return buf.data();
 }
 
 } // namespace s2smux::load

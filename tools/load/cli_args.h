@@ -1,5 +1,6 @@
 // Command-line reading shared by s2smux-load and s2smux-bench: one option
 // at a time; a missing or malformed value ends the program with status 2.
+// Also the start-up steps their mains share.
 #pragma once
 
 #include <cstdint>
@@ -28,5 +29,9 @@ private:
     int i_ = 0;
     std::string arg_;
 };
+
+// A new private directory $TMPDIR/<prefix>-XXXXXX (/tmp without TMPDIR) for
+// a run's configs and logs; "" after "<tool>: mkdtemp ...: why" on stderr.
+std::string make_work_dir(const char* tool, const char* prefix);
 
 } // namespace s2smux::load

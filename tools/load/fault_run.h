@@ -24,7 +24,9 @@
 #include "tls/trust.h"
 #include "tools/load/admin_client.h"
 #include "tools/load/bench.h"
+#include "tools/load/gateway_pair.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 #include "tools/load/tcp_relay.h"
 
 #include <uv.h>
@@ -88,37 +90,30 @@ struct FaultResult {
     }
 };
 
-class FaultRun final : public net::StreamOwner {
+class FaultRun final : public LoopDriver {
 public:
     FaultRun(const Env& env, const FaultOptions& opts, Fault fault);
     ~FaultRun() override;
-    FaultRun(const FaultRun&) = delete;
-    FaultRun& operator=(const FaultRun&) = delete;
 
     FaultResult run();
 
 private:
     enum class Phase : std::uint8_t { Starting, Connecting, Pre, Fault, Post, Settle, Stats, Closing, Closed };
 
-    // net::StreamOwner
+    // net::StreamOwner (the rest: LoopDriver's defaults)
     bool stream_hosts(net::Stream& s, std::string_view domain) override;
     bool stream_has_cert(std::string_view domain) override;
     xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
     void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                               xmpp::AuthMethod m) override;
-    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
-    void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     std::string setup();
     std::string prepare_certs();
     std::string listen(uv_tcp_t& l, std::uint16_t port, std::uint16_t* bound);
     std::string write_configs();
-    std::string start_b(const char* name);
     void on_accept(uv_tcp_t* l);
-    AdminClient* admin(const std::string& path, const char* who);
     void poll_mux();
     void start_generator();
     void pump();
@@ -142,8 +137,6 @@ private:
     FaultOptions o_;
     Fault fault_;
     FaultResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
     tls::CertStore certs_;
     tls::TrustStore trust_;
     std::string dir_, certs_dir_;
@@ -153,19 +146,12 @@ private:
     bool sink_listening_ = false;        // the sink's listener handle is open (or closing)
     std::uint16_t sink_port_ = 0, bounce_port_ = 0;
     TcpRelay relay_;                     // slow-reader: between gateway B and the sink
-    uv_prepare_t prepare_{};
-    uv_check_t check_{};
-    uv_timer_t timer_{};                 // 100 ms: phases, liveness, RSS, progress
     uv_timer_t pace_{};                  // 1 ms: wakes the loop for the open-loop sender
 
-    std::uint16_t a_outer_ = 0, a_inner_ = 0, b_outer_ = 0, b_inner_ = 0;
-    std::string a_sock_, b_sock_, a_conf_, b_conf_;
-    GatewayProcess ga_, gb_;
+    GatewayPair gws_{&loop_};
     bool b_expected_down_ = false;       // kill9: between the kill and the restart
-    std::vector<std::unique_ptr<AdminClient>> admins_;
     AdminClient* poller_ = nullptr;
     bool poll_inflight_ = false;
-    int stats_pending_ = 0;
 
     Phase phase_ = Phase::Starting;
     net::Stream* gen_ = nullptr;
@@ -180,7 +166,7 @@ private:
     std::uint64_t start_ns_ = 0, phase_ns_ = 0, fault_ns_ = 0, heal_ns_ = 0, last_account_ns_ = 0,
                   last_report_ns_ = 0, closing_ns_ = 0;
     std::uint64_t pace_t0_ = 0, pace_seq0_ = 0;
-    bool healed_ = false, term_sent_ = false;
+    bool healed_ = false;
 };
 
 } // namespace s2smux::load

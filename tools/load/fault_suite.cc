@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "s2smux_version.h"
 #include "tls/channel.h"
+#include "tools/load/cli_args.h"
 #include "tools/load/fault_run.h"
 #include "tools/load/proc_util.h"
 
@@ -242,15 +243,9 @@ int fault_suite_main(int argc, char** argv, const std::string& exe_dir) {
     tls::global_init();
     xmpp::DialbackKeys keys = xmpp::DialbackKeys::random();
     TextPool pool(0x5325'4d55'584c'4f41ULL, ascii);
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/s2smux-faults-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) {
-        std::fprintf(stderr, "s2smux-load: mkdtemp %s: %s\n", tmpl.c_str(), std::strerror(errno));
-        return 1;
-    }
-    Env env{nullptr, nullptr, &keys, &pool, daemon, {}, buf.data()};
+    const std::string work_dir = make_work_dir("s2smux-load", "s2smux-faults");
+    if (work_dir.empty()) return 1;
+    Env env{nullptr, nullptr, &keys, &pool, daemon, {}, work_dir};
 
     std::printf("s2smux-load %s: topology faults (generator -> gateway A ==mux==> gateway B -> sink; bounces -> "
                 "a.test's local server), window %llu before the fault, then open loop %.0f stanzas/s; pre %.1f s, "

@@ -16,14 +16,8 @@ constexpr double kExitTimeoutS = 10;
 double secs(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 } // namespace
 
-IdleStreams::IdleStreams(const Env& env, IdleOptions opts) : env_(env), o_(opts) {
-    uv_loop_init(&loop_);
-    ctx_.loop = &loop_;
-    ctx_.certs = env_.certs;
-    ctx_.trust = env_.trust;
-    ctx_.keys = env_.keys;
-    ctx_.owner = this;
-}
+IdleStreams::IdleStreams(const Env& env, IdleOptions opts)
+    : LoopDriver(env.certs, env.trust, env.keys), env_(env), o_(opts) {}
 
 IdleStreams::~IdleStreams() = default;
 
@@ -48,8 +42,7 @@ IdleResult IdleStreams::run() {
     timer_.data = this;
     uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<IdleStreams*>(h->data)->tick(); }, kTickMs, kTickMs);
     t0_ = uv_hrtime();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop_) != 0 && res_.error.empty()) res_.error = "event loop closed with open handles";
+    run_loop(res_.error, false);
     res_.gw_exit = gw_.exit_text();
     res_.ok = res_.error.empty();
     return res_;

@@ -12,6 +12,7 @@
 #include "net/stream.h"
 #include "tools/load/bench.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 
 #include <uv.h>
 
@@ -40,28 +41,19 @@ struct IdleResult {
     std::string gw_exit;
 };
 
-class IdleStreams final : public net::StreamOwner {
+class IdleStreams final : public LoopDriver {
 public:
     IdleStreams(const Env& env, IdleOptions opts);
     ~IdleStreams() override;
-    IdleStreams(const IdleStreams&) = delete;
-    IdleStreams& operator=(const IdleStreams&) = delete;
 
     IdleResult run();
 
 private:
-    bool stream_hosts(net::Stream&, std::string_view) override { return false; }
-    bool stream_has_cert(std::string_view) override { return false; }
-    xmpp::DialbackVerdict stream_dialback_request(net::Stream&, const xmpp::DialbackRequest&) override {
-        return xmpp::DialbackVerdict::Invalid;
-    }
+    // net::StreamOwner (the rest: LoopDriver's defaults; nothing is accepted)
     void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                               xmpp::AuthMethod m) override;
-    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
-    void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream&, const xml::Node& el, const xmpp::StanzaRoute&) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     void tick();
     void fail(std::string why);
@@ -70,10 +62,6 @@ private:
     const Env& env_;
     IdleOptions o_;
     IdleResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
-    uv_timer_t timer_{};
-    uv_check_t check_{}; // writes what the sessions queued
     GatewayProcess gw_;
     std::vector<net::Stream*> streams_;
     std::uint64_t authenticated_ = 0;

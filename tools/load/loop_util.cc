@@ -1,8 +1,30 @@
 #include "tools/load/loop_util.h"
 
+#include <cstdio>
 #include <vector>
 
 namespace s2smux::load {
+
+LoopDriver::LoopDriver(const tls::CertStore* certs, const tls::TrustStore* trust, const xmpp::DialbackKeys* keys) {
+    uv_loop_init(&loop_);
+    ctx_.loop = &loop_;
+    ctx_.certs = certs;
+    ctx_.trust = trust;
+    ctx_.keys = keys;
+    ctx_.owner = this;
+}
+
+LoopDriver::~LoopDriver() = default;
+
+void LoopDriver::run_loop(std::string& error, bool report) {
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop_) == 0) return;
+    if (report)
+        uv_walk(&loop_, [](uv_handle_t* h, void*) {
+            std::fprintf(stderr, "s2smux-load: open handle at exit: %s\n", uv_handle_type_name(h->type));
+        }, nullptr);
+    if (error.empty()) error = "event loop closed with open handles";
+}
 
 void flush_dirty(net::Context& ctx) {
     if (ctx.dirty.empty()) return;

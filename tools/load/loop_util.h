@@ -1,9 +1,12 @@
 // libuv plumbing shared by the load tool's runs (Bench, MuxBench,
-// PairsBench, IdleStreams), each on its own loop in this process.
+// PairsBench, IdleStreams, FaultRun), each on its own loop in this process.
 #pragma once
 
 #include "common/result.h"
 #include "net/stream.h"
+#include "tls/certs.h"
+#include "tls/trust.h"
+#include "xmpp/dialback.h"
 
 #include <uv.h>
 
@@ -11,6 +14,45 @@
 #include <string>
 
 namespace s2smux::load {
+
+// What every run's driver starts from: its own uv loop, and a net::Context
+// on it (certificates, trust store, dialback keys) whose streams it owns.
+// The StreamOwner callbacks default to a server that hosts no domain, has
+// no certificate, refuses dialback and ignores the rest; a driver overrides
+// what it needs (stream_stanza and stream_closed always).
+class LoopDriver : public net::StreamOwner {
+public:
+    LoopDriver(const LoopDriver&) = delete;
+    LoopDriver& operator=(const LoopDriver&) = delete;
+
+protected:
+    // The stores must outlive the driver (they may be its own members).
+    LoopDriver(const tls::CertStore* certs, const tls::TrustStore* trust, const xmpp::DialbackKeys* keys);
+    ~LoopDriver() override;
+
+    bool stream_hosts(net::Stream&, std::string_view) override { return false; }
+    bool stream_has_cert(std::string_view) override { return false; }
+    xmpp::DialbackVerdict stream_dialback_request(net::Stream&, const xmpp::DialbackRequest&) override {
+        return xmpp::DialbackVerdict::Invalid;
+    }
+    void stream_authenticated(net::Stream&, std::string_view, std::string_view, bool, xmpp::AuthMethod) override {}
+    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
+    void stream_ready(net::Stream&) override {}
+    void stream_mux_enabled(net::Stream&) override {}
+
+    // Runs the loop until its last handle is closed, then closes it. A
+    // handle still open (a leak in the tool or in net::Stream) sets `error`
+    // if it is empty, and with `report` lists the open handles on stderr.
+    void run_loop(std::string& error, bool report);
+
+    uv_loop_t loop_{};
+    net::Context ctx_;
+    // The driver's handles (start_driver): send and flush around every poll
+    // (IdleStreams: flush only), and a tick for phases, liveness and progress.
+    uv_prepare_t prepare_{};
+    uv_check_t check_{};
+    uv_timer_t timer_{};
+};
 
 // Binds `h` to 127.0.0.1:0 and listens; each connection calls (self->*On)().
 // Returns the port the kernel chose. On error the handle is initialized

@@ -436,15 +436,9 @@ int main(int argc, char** argv) {
     xmpp::DialbackKeys keys = xmpp::DialbackKeys::random();
     TextPool pool(0x5325'4d55'584c'4f41ULL, ascii);
 
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/s2smux-load-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) {
-        std::fprintf(stderr, "s2smux-load: mkdtemp %s: %s\n", tmpl.c_str(), std::strerror(errno));
-        return 1;
-    }
-    Env env{&store, &trust, &keys, &pool, daemon_abs, certs_abs, buf.data(), haproxy};
+    const std::string work_dir = make_work_dir("s2smux-load", "s2smux-load");
+    if (work_dir.empty()) return 1;
+    Env env{&store, &trust, &keys, &pool, daemon_abs, certs_abs, work_dir, haproxy};
 
     if (mux) {
         std::printf("s2smux-load %s: topology mux (generator -> gateway A ==mux==> gateway B -> sink), %llu adds "

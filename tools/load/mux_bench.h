@@ -32,6 +32,7 @@
 #include "tools/load/bench.h"
 #include "tools/load/gateway_pair.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 
 #include <uv.h>
 
@@ -117,12 +118,10 @@ struct MuxResult {
     double certgen_s = 0;
 };
 
-class MuxBench final : public net::StreamOwner {
+class MuxBench final : public LoopDriver {
 public:
     MuxBench(const Env& env, MuxOptions opts);
     ~MuxBench() override;
-    MuxBench(const MuxBench&) = delete;
-    MuxBench& operator=(const MuxBench&) = delete;
 
     MuxResult run();
 
@@ -141,7 +140,7 @@ private:
         std::string remote, local, id, key;
     };
 
-    // net::StreamOwner
+    // net::StreamOwner (stream_mux_enabled: LoopDriver's)
     bool stream_hosts(net::Stream& s, std::string_view domain) override;
     bool stream_has_cert(std::string_view domain) override;
     xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
@@ -152,7 +151,6 @@ private:
     void stream_ready(net::Stream& s) override;
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     std::string prepare_certs();
     std::string start_gateways();
@@ -181,15 +179,10 @@ private:
     const Env& env_;
     MuxOptions o_;
     MuxResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
     tls::CertStore certs_;
     tls::TrustStore trust_;
     std::string certs_dir_;
     uv_tcp_t listener_{};
-    uv_prepare_t prepare_{};
-    uv_check_t check_{};
-    uv_timer_t timer_{};   // 100 ms: liveness, stall, progress
     uv_poll_t pacer_{};    // timerfd every pace_us: wakes the loop for the open-loop sender
     int pacer_fd_ = -1;
     bool pacer_on_ = false;

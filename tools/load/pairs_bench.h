@@ -29,6 +29,7 @@
 #include "tools/load/bench.h"
 #include "tools/load/gateway_pair.h"
 #include "tools/load/gateway_process.h"
+#include "tools/load/loop_util.h"
 
 #include <uv.h>
 
@@ -78,29 +79,23 @@ struct PairsResult {
     std::string a_exit, b_exit, log_tail;
 };
 
-class PairsBench final : public net::StreamOwner {
+class PairsBench final : public LoopDriver {
 public:
     PairsBench(const Env& env, PairsOptions opts);
     ~PairsBench() override;
-    PairsBench(const PairsBench&) = delete;
-    PairsBench& operator=(const PairsBench&) = delete;
 
     PairsResult run();
 
 private:
     enum class Phase : std::uint8_t { Starting, Connecting, Pairs, Measure, Drain, Finishing, Closing, Closed };
 
-    // net::StreamOwner
+    // net::StreamOwner (the rest: LoopDriver's defaults; the sink has no certificate)
     bool stream_hosts(net::Stream& s, std::string_view domain) override;
-    bool stream_has_cert(std::string_view) override { return false; }
     xmpp::DialbackVerdict stream_dialback_request(net::Stream& s, const xmpp::DialbackRequest& r) override;
     void stream_authenticated(net::Stream& s, std::string_view from, std::string_view to, bool dir_in,
                               xmpp::AuthMethod m) override;
-    void stream_verify_answer(net::Stream&, std::string_view, std::string_view, std::string_view, bool) override {}
-    void stream_ready(net::Stream&) override {}
     void stream_stanza(net::Stream& s, const xml::Node& el, const xmpp::StanzaRoute& r) override;
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
-    void stream_mux_enabled(net::Stream&) override {}
 
     std::string domain(std::uint64_t i) const; // 0-based: locals first, then remotes
     std::uint64_t pair_of(std::uint64_t seq) const { return seq % res_.pairs; }
@@ -121,15 +116,10 @@ private:
     const Env& env_;
     PairsOptions o_;
     PairsResult res_;
-    uv_loop_t loop_{};
-    net::Context ctx_;
     tls::CertStore certs_;
     tls::TrustStore trust_;
     std::string certs_dir_;
     uv_tcp_t listener_{};
-    uv_prepare_t prepare_{};
-    uv_check_t check_{};
-    uv_timer_t timer_{};
     std::uint16_t sink_port_ = 0, a_inner_ = 0, b_outer_ = 0;
     GatewayPair gws_{&loop_};
     bool poll_inflight_ = false;
