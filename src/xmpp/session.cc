@@ -881,7 +881,7 @@ bool Session::recv_pair_answer(const xml::Node& el) {
     }
     log::warn(log_ctx_, "{} -> {} refused on this stream: {}", p.first, p.second, reason);
     callback("pair-refused", {p.first, p.second, reason});
-    host_.session_pair_refused(p.first, p.second, reason);
+    host_.session_pair_refused(p.first, p.second, type == "error", reason);
     return true;
 }
 

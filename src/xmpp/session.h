@@ -240,9 +240,9 @@ public:
     virtual void session_resumed() {}
     // Initiator: the peer refused to resume; the host releases the state.
     virtual void session_resume_failed(std::string_view /*previd*/) {}
-    // Initiator: the peer answered a request_pair() with type='invalid' or
-    // 'error'; the stream and its other pairs stay up.
-    virtual void session_pair_refused(std::string_view /*from*/, std::string_view /*to*/,
+    // Initiator: the peer answered a request_pair() with type='invalid'
+    // (error_answer false) or 'error'; the stream and its other pairs stay up.
+    virtual void session_pair_refused(std::string_view /*from*/, std::string_view /*to*/, bool /*error_answer*/,
                                       std::string_view /*reason*/) {}
 };
 

@@ -67,9 +67,10 @@ struct Host : SessionHost {
     ResumeState* session_resume(std::string_view) override { return resume_state; }
     void session_resumed() override { ++resumed; }
     void session_resume_failed(std::string_view) override { ++resume_failed; }
-    std::vector<std::tuple<std::string, std::string, std::string>> refused; // from, to, reason
-    void session_pair_refused(std::string_view from, std::string_view to, std::string_view reason) override {
-        refused.emplace_back(std::string(from), std::string(to), std::string(reason));
+    std::vector<std::tuple<std::string, std::string, std::string, bool>> refused; // from, to, reason, error answer
+    void session_pair_refused(std::string_view from, std::string_view to, bool error_answer,
+                              std::string_view reason) override {
+        refused.emplace_back(std::string(from), std::string(to), std::string(reason), error_answer);
     }
 };
 
@@ -669,6 +670,8 @@ BOOST_AUTO_TEST_CASE(initiator_piggyback_refusals_keep_the_stream) {
     BOOST_REQUIRE_EQUAL(i.host.refused.size(), 2u);
     BOOST_TEST(std::get<0>(i.host.refused[0]) == "c.test");
     BOOST_TEST(has(std::get<2>(i.host.refused[0]), "rejected (invalid)"));
+    BOOST_TEST(!std::get<3>(i.host.refused[0]));
+    BOOST_TEST(std::get<3>(i.host.refused[1]));
     BOOST_TEST(std::get<0>(i.host.refused[1]) == "d.test");
     BOOST_TEST(has(std::get<2>(i.host.refused[1]), "not-allowed: Host unknown"));
     BOOST_TEST(!i.s.can_send("c.test", "b.test"));

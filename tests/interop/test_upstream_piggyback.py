@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""Several domain pairs per upstream stream (dialback piggybacking), and idle upstream streams closed.
+
+    Prosody A (a1..a8.test) - s2smuxd A == s2smuxd B - Prosody B (b1..b3.test)
+
+Every pair (aI, bJ) gets one message each way (48 in all). Gateway B
+delivers the 24 pairs aI -> bJ to Prosody B over upstream streams: the first
+pair on a stream of its own, every further pair requested on an
+authenticated stream with <db:result/> (XEP-0220 piggybacking), one pair per
+originating domain on a stream (Prosody 0.12 forgets a domain's
+authentication on a stream while it verifies another pair from it), so 3
+streams (one per bJ a given aI writes to) instead of 24. Gateway A likewise
+needs 8 streams for its 24 pairs bJ -> aI.
+
+Checks: every message delivered exactly once, no bounce; the TCP connections
+from each gateway to its Prosody's S2S port (kernel table) at most the
+bound above; Prosody B verified piggybacked pairs (the gateway's log);
+after [limits] upstream_idle_timeout (4 s here) without a stanza the
+upstream streams are closed (no connection left, the log says so), and a
+later message opens them again and is delivered.
+
+S2SMUX_UPSTREAM_MAX_PAIRS=1 gives the figures without piggybacking (one
+stream per pair; the bound checks then fail, as they should).
+
+Run by hand: /usr/bin/python3 tests/interop/test_upstream_piggyback.py [--keep] [-v]
+"""
+
+import logging
+import os
+import time
+
+from harness.clouds import TwoClouds
+from harness.conntable import by_listener, connections_between
+from harness.matrix import MessageMatrix, interleaved, login_many
+from harness.runner import run
+
+N_A, N_B = 8, 3
+IDLE = 4
+MAX_PAIRS = int(os.environ.get("S2SMUX_UPSTREAM_MAX_PAIRS", "1000"))
+
+
+def figure(text):
+    print(f"#    {text}", flush=True)
+
+
+def upstream_conns(prosody, gw):
+    """TCP connections from the gateway to its Prosody's S2S port (upstream streams)."""
+    return by_listener(connections_between(prosody, gw)).get(prosody.s2s_port, 0)
+
+
+def main(t):
+    clouds = TwoClouds(t.dir, t.pki(), N_A, N_B, gateway_log_level="debug",
+                       gateway_limits={"upstream_idle_timeout": IDLE})
+    for gw in (clouds.gwa, clouds.gwb):
+        gw.config["upstream"]["max_pairs_per_stream"] = MAX_PAIRS
+    with t.check("two gateways and two Prosody servers started", fatal=True):
+        for s in clouds.servers():
+            t.start(s, timeout=60)
+
+    cl = t.clients(level=logging.INFO)
+    with t.check(f"{N_A + N_B} users logged in", fatal=True):
+        users = login_many(cl, clouds.accounts(), timeout=60)
+    a_users = [users[f"u@{d}"] for d in clouds.a_domains]
+    b_users = [users[f"u@{d}"] for d in clouds.b_domains]
+
+    m = MessageMatrix(cl)
+    first = m.add(a_users[0], f"u@{clouds.b_domains[0]}")
+    with t.check(f"first message {first.pair} delivered (opens the streams)", fatal=True):
+        r = m.run(window=1, deadline=30, order=[first])
+        assert first.status == "delivered", r.summary()
+
+    pairs = [(i, j) for i in range(N_A) for j in range(N_B)]
+    a_to_b = [m.add(a_users[i], f"u@{clouds.b_domains[j]}") for i, j in pairs if (i, j) != (0, 0)]
+    b_to_a = [m.add(b_users[j], f"u@{clouds.a_domains[i]}") for i, j in pairs]
+    with t.check(f"all {len(m.planned)} messages delivered exactly once ({N_A}x{N_B} pairs, both ways)"):
+        r = m.run(window=20, deadline=60, order=interleaved([a_to_b, b_to_a]))
+        res = m.result()
+        figure(res.summary())
+        assert res.ok, res.summary()
+
+    with t.check("few upstream connections: piggybacked pairs (kernel TCP table)"):
+        nb, na = upstream_conns(clouds.pb, clouds.gwb), upstream_conns(clouds.pa, clouds.gwa)
+        figure(f"s2smuxd B -> Prosody B: {nb} TCP connection(s) for {len(pairs)} pairs "
+               f"(max_pairs_per_stream {MAX_PAIRS}); s2smuxd A -> Prosody A: {na} for {len(pairs)} pairs")
+        assert 1 <= nb <= N_B, f"{nb} upstream connections from gateway B (expected at most {N_B})"
+        assert 1 <= na <= N_A, f"{na} upstream connections from gateway A (expected at most {N_A})"
+
+    with t.check("the pairs were requested on authenticated streams and verified by Prosody"):
+        log = clouds.gwb.log_text()
+        asked = log.count("(dialback piggybacking)")
+        figure(f"gateway B requested {asked} pair(s) on established upstream streams")
+        assert asked >= len(pairs) - N_B, f"only {asked} piggybacked requests"
+        assert "refused on this stream" not in log
+        assert "does not take further domain pairs" not in log
+
+    with t.check(f"idle upstream streams closed after {IDLE} s without a stanza"):
+        deadline = time.monotonic() + IDLE + 8
+        while time.monotonic() < deadline and (upstream_conns(clouds.pb, clouds.gwb)
+                                               or upstream_conns(clouds.pa, clouds.gwa)):
+            time.sleep(0.5)
+        nb, na = upstream_conns(clouds.pb, clouds.gwb), upstream_conns(clouds.pa, clouds.gwa)
+        assert nb == 0 and na == 0, f"still {nb} (B) and {na} (A) upstream connections"
+        assert "closing the idle upstream stream" in clouds.gwb.log_text()
+
+    with t.check("after the idle close, new messages open upstream streams again and are delivered"):
+        again = [m.add(a_users[i], f"u@{clouds.b_domains[i % N_B]}") for i in range(N_A)]
+        again += [m.add(b_users[j], f"u@{clouds.a_domains[j]}") for j in range(N_B)]
+        r = m.run(window=20, deadline=30, order=again)
+        res = m.result()
+        assert res.ok, res.summary()
+        nb = upstream_conns(clouds.pb, clouds.gwb)
+        assert 1 <= nb <= N_B, f"{nb} upstream connections from gateway B"
+
+
+if __name__ == "__main__":
+    run(main, timeout=170)
