@@ -27,6 +27,7 @@ Run by hand: /usr/bin/python3 tests/interop/test_upstream_piggyback.py [--keep] 
 
 import logging
 import os
+import re
 import time
 
 from harness.clouds import TwoClouds
@@ -41,6 +42,22 @@ MAX_PAIRS = int(os.environ.get("S2SMUX_UPSTREAM_MAX_PAIRS", "1000"))
 
 def figure(text):
     print(f"#    {text}", flush=True)
+
+
+_AUTH = re.compile(r"\[(s\d+) upstream-out (\S+)->(\S+) [^\]]*\] authenticated (\S+) -> (\S+) \(outgoing")
+
+
+def upstream_pairs(log):
+    """{stream: (header pair, [pairs authenticated on it])} from a gateway's log."""
+    out = {}
+    for s, hf, ht, f, to in _AUTH.findall(log):
+        out.setdefault(s, ((hf, ht), []))[1].append((f, to))
+    return out
+
+
+def other_to(log):
+    """Pairs authenticated on an upstream stream whose header names another 'to' domain."""
+    return [(s, hdr, p) for s, (hdr, ps) in upstream_pairs(log).items() for p in ps if p[1] != hdr[1]]
 
 
 def upstream_conns(prosody, gw):
@@ -90,6 +107,9 @@ def main(t):
         asked = log.count("(dialback piggybacking)")
         figure(f"gateway B requested {asked} pair(s) on established upstream streams")
         assert asked >= len(pairs) - N_B, f"only {asked} piggybacked requests"
+        diff = other_to(log)
+        figure(f"{len(diff)} pair(s) authenticated on a stream whose header names another 'to', e.g. {diff[:1]}")
+        assert diff, "Prosody never accepted a pair with another 'to' than the stream header's"
         assert "refused on this stream" not in log
         assert "does not take further domain pairs" not in log
 
