@@ -421,6 +421,7 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
                                                   r.from, r.to, info.reason));
                 r.pending = nullptr;
                 r.piggybacked = false;
+                ++stats_.upstream_piggyback_failed;
                 if (!r.queue.empty() && !stopping_) reevaluate(r);
             } else if (r.pending == &s) {
                 r.pending = nullptr;
@@ -739,7 +740,8 @@ void Gateway::connect_route(const DomainPair& key, std::vector<route::Target> ta
     Stream* s = Stream::connect(ctx_, kind, std::move(cfg), std::move(targets), id, cfg_.connect_timeout_ms);
     ++stats_.streams_connected;
     streams_[id] = s;
-    if (kind == StreamKind::UpstreamOut) upstreams_[id] = UpstreamUse{0, now_ms()};
+    if (kind == StreamKind::UpstreamOut && cfg_.upstream)
+        upstreams_[id] = UpstreamUse{0, now_ms(), cfg_.upstream->to_string()};
     r.piggybacked = false;
     bind_pending(r, s);
 }

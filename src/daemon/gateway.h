@@ -67,6 +67,11 @@ struct GatewayStats {
     std::uint64_t stanzas_dropped = 0;  // could not even be bounced (logged)
     std::uint64_t streams_accepted = 0;
     std::uint64_t streams_connected = 0;
+    // Upstream: pairs requested on an authenticated stream (piggybacking),
+    // those that went to a stream of their own instead, idle streams closed.
+    std::uint64_t upstream_piggybacked = 0;
+    std::uint64_t upstream_piggyback_failed = 0;
+    std::uint64_t upstream_idle_closed = 0;
 
     // For the metrics (gateway_metrics.cc); the rest of the totals live where
     // they are counted (net::Context, live sessions and mux streams).
@@ -358,10 +363,11 @@ private:
     struct UpstreamUse {
         std::uint64_t stanzas = 0;
         TimeMs since = 0;
+        std::string address; // [upstream] address it went to (a reload may change it)
     };
     std::map<std::uint64_t, UpstreamUse> upstreams_;
     std::vector<xmpp::DomainPair> forget_; // routes of closed upstream streams, for forget_upstream_routes()
-    bool piggyback_refused_ = false; // the local server refused a piggybacked pair once
+    std::string piggyback_refused_; // the [upstream] address that refused a piggybacked pair ("": none)
     net::StanzaOrigin origin_;
     std::uint64_t next_id_ = 1;
     std::minstd_rand rng_{std::random_device{}()};

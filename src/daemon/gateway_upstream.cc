@@ -18,9 +18,12 @@ constexpr const char* kCtx = "gateway";
 } // namespace
 
 bool Gateway::piggyback(Route& r) {
-    if (piggyback_refused_ || cfg_.upstream_max_pairs <= 1) return false;
+    if (!cfg_.upstream || cfg_.upstream_max_pairs <= 1) return false;
+    const std::string address = cfg_.upstream->to_string();
+    if (piggyback_refused_ == address) return false;
     Stream* opening = nullptr;
     for (const auto& [id, use] : upstreams_) {
+        if (use.address != address) continue; // before a reload changed it
         auto it = streams_.find(id);
         if (it == streams_.end()) continue;
         Stream* s = it->second;
@@ -42,6 +45,7 @@ bool Gateway::piggyback(Route& r) {
         if (sess.pairs_out().size() + sess.pairs_requested().size() >= cfg_.upstream_max_pairs) continue;
         if (!sess.request_pair(r.from, r.to)) continue;
         bind_pending(r, s);
+        ++stats_.upstream_piggybacked;
         r.piggybacked = true;
         r.requested_at = now_ms();
         return true;
@@ -52,14 +56,15 @@ bool Gateway::piggyback(Route& r) {
 }
 
 void Gateway::piggyback_refused(const std::string& why) {
-    if (piggyback_refused_) return;
-    piggyback_refused_ = true;
+    if (!cfg_.upstream || piggyback_refused_ == cfg_.upstream->to_string()) return;
+    piggyback_refused_ = cfg_.upstream->to_string();
     log::warn(kCtx, "the local server does not take further domain pairs on an upstream stream ({}): one stream "
                     "per domain pair from now on",
               why);
 }
 
 void Gateway::piggyback_failed(Route& r, const std::string& why) {
+    ++stats_.upstream_piggyback_failed;
     r.pending = nullptr;
     r.piggybacked = false;
     log::info(kCtx, "{} -> {}: {}; on a stream of its own", r.from, r.to, why);
@@ -110,6 +115,7 @@ void Gateway::upstream_tick(TimeMs now) {
     for (Stream* s : idle) {
         log::info(s->session().log_context(), "no stanza for {} s: closing the idle upstream stream ({} pair(s))",
                   cfg_.upstream_idle_ms / 1000, s->session().pairs_out().size());
+        ++stats_.upstream_idle_closed;
         s->session().close();
     }
     forget_upstream_routes();

@@ -60,6 +60,14 @@ def other_to(log):
     return [(s, hdr, p) for s, (hdr, ps) in upstream_pairs(log).items() for p in ps if p[1] != hdr[1]]
 
 
+def metric(gw, name):
+    """The value of an unlabelled metric from `s2smuxctl metrics`."""
+    for line in gw.ctl_ok("metrics"):
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def upstream_conns(prosody, gw):
     """TCP connections from the gateway to its Prosody's S2S port (upstream streams)."""
     return by_listener(connections_between(prosody, gw)).get(prosody.s2s_port, 0)
@@ -112,6 +120,9 @@ def main(t):
         assert diff, "Prosody never accepted a pair with another 'to' than the stream header's"
         assert "refused on this stream" not in log
         assert "does not take further domain pairs" not in log
+        assert metric(clouds.gwb, "s2smux_upstream_piggybacked_total") == asked
+        assert metric(clouds.gwb, "s2smux_upstream_piggyback_failed_total") == 0
+        assert metric(clouds.gwb, "s2smux_upstream_piggyback_refused") == 0
 
     with t.check(f"idle upstream streams closed after {IDLE} s without a stanza"):
         deadline = time.monotonic() + IDLE + 8
@@ -121,6 +132,8 @@ def main(t):
         nb, na = upstream_conns(clouds.pb, clouds.gwb), upstream_conns(clouds.pa, clouds.gwa)
         assert nb == 0 and na == 0, f"still {nb} (B) and {na} (A) upstream connections"
         assert "closing the idle upstream stream" in clouds.gwb.log_text()
+        assert metric(clouds.gwb, "s2smux_upstream_idle_closed_total") >= 1
+        assert metric(clouds.gwb, "s2smux_upstream_pairs") == 0
 
     with t.check("after the idle close, new messages open upstream streams again and are delivered"):
         again = [m.add(a_users[i], f"u@{clouds.b_domains[i % N_B]}") for i in range(N_A)]

@@ -26,6 +26,7 @@ import time
 from harness.gateway import S2smuxd
 from harness.raw_s2s import RawS2S
 from harness.runner import run
+from test_upstream_piggyback import metric
 
 REMOTES = ["b1.test", "b2.test", "b3.test"]
 _DB = re.compile(r"<db:result from=['\"]([^'\"]+)['\"] to=['\"]([^'\"]+)['\"]>[^<]*</db:result>")
@@ -131,6 +132,9 @@ def scenario(t, mode):
         assert [(f, to) for _, f, to, _ in piggy] == [("b2.test", "a.test")], fake.requests
         assert fake.connections == 3, f"{fake.connections} connections for 3 pairs"
         assert "does not take further domain pairs" in gw.log_text()
+        assert metric(gw, "s2smux_upstream_piggybacked_total") == 1
+        assert metric(gw, "s2smux_upstream_piggyback_failed_total") == 1
+        assert metric(gw, "s2smux_upstream_piggyback_refused") == 1
     gw.stop()
     fake.sock.close()
 
