@@ -291,6 +291,9 @@ void Gateway::stream_authenticated(Stream& s, std::string_view from, std::string
     if (dir_in) return; // the session itself checks what it may receive
     Route& r = route_for(from, to);
     if (!r.ready || r.ready->finished()) bind_ready(r, &s);
+    if (r.pending == &s && r.piggybacked) {
+        if (auto u = upstreams_.find(s.id()); u != upstreams_.end()) piggyback_works_ = u->second.address;
+    }
     if (r.pending == &s) r.pending = nullptr, r.piggybacked = false;
     r.failures = 0;
     flush_queue(r);
@@ -690,11 +693,7 @@ void Gateway::establish(Route& r) {
         // one more pair there (one stream per pair: 10,000 streams for
         // 100 x 100 domains).
         if (piggyback(r)) return;
-        route::Target t;
-        t.address = cfg_.upstream->host;
-        t.port = cfg_.upstream->port;
-        t.source = "upstream";
-        connect_route(key, {t});
+        connect_route(key, {upstream_target()});
         return;
     }
     r.resolving = true;

@@ -303,9 +303,14 @@ private:
     // False: it needs a stream of its own.
     bool piggyback(Route& r);
     // The local server did not take a piggybacked pair: from now on one
-    // stream per pair toward it.
+    // stream per pair toward it, unless it accepted one before (then the
+    // failure is about that pair or that moment: a slow verification, a
+    // stream closed for idleness).
     void piggyback_refused(const std::string& why);
-    void piggyback_failed(Route& r, const std::string& why); // back to a stream of its own
+    // Opens a stream of its own for the pair (never the same stream again:
+    // it would refuse it again, at once).
+    void piggyback_failed(Route& r, const std::string& why);
+    route::Target upstream_target() const; // [upstream] address
     // Upstream streams that carried no stanza for [limits] upstream_idle_timeout are closed.
     void upstream_tick(TimeMs now);
     // Routes of closed upstream streams (forget_) that have nothing queued
@@ -368,6 +373,7 @@ private:
     std::map<std::uint64_t, UpstreamUse> upstreams_;
     std::vector<xmpp::DomainPair> forget_; // routes of closed upstream streams, for forget_upstream_routes()
     std::string piggyback_refused_; // the [upstream] address that refused a piggybacked pair ("": none)
+    std::string piggyback_works_;   // the [upstream] address that accepted one ("": none yet)
     net::StanzaOrigin origin_;
     std::uint64_t next_id_ = 1;
     std::minstd_rand rng_{std::random_device{}()};

@@ -56,8 +56,10 @@ bool Gateway::piggyback(Route& r) {
 }
 
 void Gateway::piggyback_refused(const std::string& why) {
-    if (!cfg_.upstream || piggyback_refused_ == cfg_.upstream->to_string()) return;
-    piggyback_refused_ = cfg_.upstream->to_string();
+    if (!cfg_.upstream) return;
+    const std::string address = cfg_.upstream->to_string();
+    if (piggyback_refused_ == address || piggyback_works_ == address) return;
+    piggyback_refused_ = address;
     log::warn(kCtx, "the local server does not take further domain pairs on an upstream stream ({}): one stream "
                     "per domain pair from now on",
               why);
@@ -68,7 +70,15 @@ void Gateway::piggyback_failed(Route& r, const std::string& why) {
     r.pending = nullptr;
     r.piggybacked = false;
     log::info(kCtx, "{} -> {}: {}; on a stream of its own", r.from, r.to, why);
-    if (!r.queue.empty() && !stopping_) establish(r);
+    if (!r.queue.empty() && !stopping_ && cfg_.upstream) connect_route({r.from, r.to}, {upstream_target()});
+}
+
+route::Target Gateway::upstream_target() const {
+    route::Target t;
+    t.address = cfg_.upstream->host;
+    t.port = cfg_.upstream->port;
+    t.source = "upstream";
+    return t;
 }
 
 void Gateway::stream_pair_refused(Stream& s, std::string_view from, std::string_view to, bool error_answer,

@@ -94,8 +94,14 @@ def main(t):
         r = m.run(window=1, deadline=30, order=[first])
         assert first.status == "delivered", r.summary()
 
+    # Alone, so that it can only ride on the first stream, whose header names b1.
+    second = m.add(a_users[1], f"u@{clouds.b_domains[1]}")
+    with t.check(f"message {second.pair} delivered (piggybacked on the first stream)", fatal=True):
+        r = m.run(window=1, deadline=30, order=[second])
+        assert second.status == "delivered", r.summary()
+
     pairs = [(i, j) for i in range(N_A) for j in range(N_B)]
-    a_to_b = [m.add(a_users[i], f"u@{clouds.b_domains[j]}") for i, j in pairs if (i, j) != (0, 0)]
+    a_to_b = [m.add(a_users[i], f"u@{clouds.b_domains[j]}") for i, j in pairs if (i, j) not in ((0, 0), (1, 1))]
     b_to_a = [m.add(b_users[j], f"u@{clouds.a_domains[i]}") for i, j in pairs]
     with t.check(f"all {len(m.planned)} messages delivered exactly once ({N_A}x{N_B} pairs, both ways)"):
         r = m.run(window=20, deadline=60, order=interleaved([a_to_b, b_to_a]))

@@ -70,8 +70,15 @@ def main(t):
         r = m.run(window=1, deadline=30, order=[first])
         assert first.status == "delivered", r.summary()
 
+    # Alone, so that it can only ride on the first stream, whose header names a1.
+    second = m.add(users[f"u@{b_domains[1]}"], f"u@{a_domains[1]}")
+    with t.check(f"message {second.pair} delivered (piggybacked on the first stream)", fatal=True):
+        r = m.run(window=1, deadline=30, order=[second])
+        assert second.status == "delivered", r.summary()
+
     pairs = [(i, j) for i in range(N_A) for j in range(N_B)]
-    b_to_a = [m.add(users[f"u@{b_domains[j]}"], f"u@{a_domains[i]}") for i, j in pairs if (i, j) != (0, 0)]
+    b_to_a = [m.add(users[f"u@{b_domains[j]}"], f"u@{a_domains[i]}") for i, j in pairs
+              if (i, j) not in ((0, 0), (1, 1))]
     a_to_b = [m.add(users[f"u@{a_domains[i]}"], f"u@{b_domains[j]}") for i, j in pairs]
     with t.check(f"all {len(m.planned)} messages delivered exactly once ({N_A}x{N_B} pairs, both ways)"):
         m.run(window=12, deadline=60, order=interleaved([b_to_a, a_to_b]))

@@ -7,13 +7,20 @@ The fake local server (a thread here) accepts dialback, answers the first
 <db:result/> of each connection 'valid', and treats any further one
 (piggybacked) by its mode:
   * "invalid": answers type='invalid';
-  * "close": closes the stream with <unsupported-stanza-type/>.
+  * "close": closes the stream with <unsupported-stanza-type/>;
+  * "later": answers the first piggybacked pair 'valid', the next 'invalid';
+  * "error": answers type='error' (<not-allowed/>).
 Each remote domain bI sends one message to u@a.test, one after the other.
 
-Checks, in both modes: every message reaches the local server exactly once;
-the gateway asked b2's pair on b1's stream (piggybacking), then gave b2 a
-stream of its own, and never piggybacked again (b3 gets its own stream at
-once): 3 connections for 3 pairs, 1 piggybacked request.
+Checks, in every mode: every message reaches the local server exactly once.
+"invalid" and "close": the gateway asked b2's pair on b1's stream
+(piggybacking), then gave b2 a stream of its own, and never piggybacked
+again (b3 gets its own stream at once): 3 connections for 3 pairs, 1
+piggybacked request. "later": b2 rides on b1's stream, b3 is refused there
+and gets a stream of its own, but piggybacking is not given up (the server
+took a pair before): 2 connections, 2 piggybacked requests. "error": an
+error is about that pair only: b2 and b3 are each asked on an established
+stream, then get one of their own; piggybacking is not given up.
 
 Run by hand: /usr/bin/python3 tests/interop/test_upstream_piggyback_refused.py [--keep] [-v]
 """
@@ -80,12 +87,19 @@ class FakeLocalServer:
                     frm, to = m.group(1), m.group(2)
                     results += 1
                     answer = "valid" if results == 1 else self.mode
+                    if self.mode == "later":
+                        answer = "valid" if results <= 2 else "invalid"
                     with self.lock:
                         self.requests.append((n, frm, to, answer))
                     if answer == "close":
                         c.sendall(b"<stream:error><unsupported-stanza-type "
                                   b"xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
                         return
+                    if answer == "error":
+                        c.sendall(f"<db:result from='{to}' to='{frm}' type='error'><error type='cancel'>"
+                                  "<not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+                                  "</db:result>".encode())
+                        continue
                     c.sendall(f"<db:result from='{to}' to='{frm}' type='{answer}'/>".encode())
                 for m in _MSG.finditer(buf):
                     with self.lock:
@@ -100,6 +114,27 @@ class FakeLocalServer:
     def received(self, token):
         with self.lock:
             return sum(token in m for m in self.messages)
+
+
+# (from, answer) of every <db:result/> the fake server got, in order, and the figures.
+EXPECT = {
+    "invalid": dict(what="b2 asked on b1's stream once, then its own streams; no piggybacking after",
+                    requests=[("b1.test", "valid"), ("b2.test", "invalid"), ("b2.test", "valid"),
+                              ("b3.test", "valid")],
+                    connections=3, piggybacked=1, failed=1, refused=1),
+    "close": dict(what="b2 asked on b1's stream once, then its own streams; no piggybacking after",
+                  requests=[("b1.test", "valid"), ("b2.test", "close"), ("b2.test", "valid"),
+                            ("b3.test", "valid")],
+                  connections=3, piggybacked=1, failed=1, refused=1),
+    "later": dict(what="b3 refused on b1's stream gets its own; piggybacking goes on",
+                  requests=[("b1.test", "valid"), ("b2.test", "valid"), ("b3.test", "invalid"),
+                            ("b3.test", "valid")],
+                  connections=2, piggybacked=2, failed=1, refused=0),
+    "error": dict(what="b2 and b3 refused on an established stream get their own; piggybacking goes on",
+                  requests=[("b1.test", "valid"), ("b2.test", "error"), ("b2.test", "valid"),
+                            ("b3.test", "error"), ("b3.test", "valid")],
+                  connections=3, piggybacked=2, failed=2, refused=0),
+}
 
 
 def scenario(t, mode):
@@ -126,22 +161,22 @@ def scenario(t, mode):
         for d in REMOTES:
             assert fake.received(f"{mode}-{d}-token") == 1, f"{d}: duplicated"
 
-    with t.check(f"[{mode}] b2 asked on b1's stream once, then its own streams; no piggybacking after"):
+    want = EXPECT[mode]
+    with t.check(f"[{mode}] {want['what']}"):
         print(f"#    connections {fake.connections}, dialback requests {fake.requests}", flush=True)
-        piggy = [r for r in fake.requests if r[3] != "valid"]
-        assert [(f, to) for _, f, to, _ in piggy] == [("b2.test", "a.test")], fake.requests
-        assert fake.connections == 3, f"{fake.connections} connections for 3 pairs"
-        assert "does not take further domain pairs" in gw.log_text()
-        assert metric(gw, "s2smux_upstream_piggybacked_total") == 1
-        assert metric(gw, "s2smux_upstream_piggyback_failed_total") == 1
-        assert metric(gw, "s2smux_upstream_piggyback_refused") == 1
+        assert [(f, a) for _, f, _, a in fake.requests] == want["requests"], fake.requests
+        assert fake.connections == want["connections"], f"{fake.connections} connections for 3 pairs"
+        assert ("does not take further domain pairs" in gw.log_text()) == bool(want["refused"])
+        assert metric(gw, "s2smux_upstream_piggybacked_total") == want["piggybacked"]
+        assert metric(gw, "s2smux_upstream_piggyback_failed_total") == want["failed"]
+        assert metric(gw, "s2smux_upstream_piggyback_refused") == want["refused"]
     gw.stop()
     fake.sock.close()
 
 
 def main(t):
-    scenario(t, "invalid")
-    scenario(t, "close")
+    for mode in EXPECT:
+        scenario(t, mode)
 
 
 if __name__ == "__main__":
