@@ -28,12 +28,14 @@ Run by hand: /usr/bin/python3 tests/interop/test_upstream_piggyback.py [--keep] 
 import logging
 import os
 import re
+import subprocess
 import time
 
 from harness.clouds import TwoClouds
 from harness.conntable import by_listener, connections_between
 from harness.matrix import MessageMatrix, interleaved, login_many
 from harness.runner import run
+from test_replay_live import replay_bin
 
 N_A, N_B = 8, 3
 IDLE = 4
@@ -78,9 +80,12 @@ def main(t):
                        gateway_limits={"upstream_idle_timeout": IDLE})
     for gw in (clouds.gwa, clouds.gwb):
         gw.config["upstream"]["max_pairs_per_stream"] = MAX_PAIRS
-    with t.check("two gateways and two Prosody servers started", fatal=True):
+    cap = t.dir / "gwb.cap"
+    with t.check("two gateways and two Prosody servers started, gateway B capturing", fatal=True):
         for s in clouds.servers():
             t.start(s, timeout=60)
+            if s is clouds.gwb:
+                s.ctl_ok("capture", "start", "*", str(cap))
 
     cl = t.clients(level=logging.INFO)
     with t.check(f"{N_A + N_B} users logged in", fatal=True):
@@ -129,6 +134,13 @@ def main(t):
         assert metric(clouds.gwb, "s2smux_upstream_piggybacked_total") == asked
         assert metric(clouds.gwb, "s2smux_upstream_piggyback_failed_total") == 0
         assert metric(clouds.gwb, "s2smux_upstream_piggyback_refused") == 0
+
+    with t.check("gateway B's capture (piggybacked requests included) replays deterministically"):
+        clouds.gwb.ctl_ok("capture", "stop")
+        assert " request-pair " in cap.read_text(), "no request-pair call recorded"
+        r = subprocess.run([replay_bin(), str(cap)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout[-2000:]
 
     with t.check(f"idle upstream streams closed after {IDLE} s without a stanza"):
         deadline = time.monotonic() + IDLE + 8
