@@ -9,7 +9,8 @@ The fake local server (a thread here) accepts dialback, answers the first
   * "invalid": answers type='invalid';
   * "close": closes the stream with <unsupported-stanza-type/>;
   * "later": answers the first piggybacked pair 'valid', the next 'invalid';
-  * "error": answers type='error' (<not-allowed/>).
+  * "error": answers type='error' (<not-allowed/>);
+  * "bounded": accepts everything, with max_pairs_per_stream = 2.
 Each remote domain bI sends one message to u@a.test, one after the other.
 
 Checks, in every mode: every message reaches the local server exactly once.
@@ -21,6 +22,7 @@ and gets a stream of its own, but piggybacking is not given up (the server
 took a pair before): 2 connections, 2 piggybacked requests. "error": an
 error is about that pair only: b2 and b3 are each asked on an established
 stream, then get one of their own; piggybacking is not given up.
+"bounded": b2 rides on b1's stream, which is then full: b3 gets another.
 
 Run by hand: /usr/bin/python3 tests/interop/test_upstream_piggyback_refused.py [--keep] [-v]
 """
@@ -89,6 +91,8 @@ class FakeLocalServer:
                     answer = "valid" if results == 1 else self.mode
                     if self.mode == "later":
                         answer = "valid" if results <= 2 else "invalid"
+                    elif self.mode == "bounded":
+                        answer = "valid"
                     with self.lock:
                         self.requests.append((n, frm, to, answer))
                     if answer == "close":
@@ -134,6 +138,9 @@ EXPECT = {
                   requests=[("b1.test", "valid"), ("b2.test", "error"), ("b2.test", "valid"),
                             ("b3.test", "error"), ("b3.test", "valid")],
                   connections=3, piggybacked=2, failed=2, refused=0),
+    "bounded": dict(what="at most 2 pairs on a stream: b3 opens another",
+                    requests=[("b1.test", "valid"), ("b2.test", "valid"), ("b3.test", "valid")],
+                    connections=2, piggybacked=1, failed=0, refused=0),
 }
 
 
@@ -143,6 +150,8 @@ def scenario(t, mode):
     gw = S2smuxd(t.dir, name=f"s2smuxd-{mode}", config=S2smuxd.fronting_config(
         domains=["a.test"], certs=[pki.issue("a.test")], ca_file=pki.ca_file,
         upstream=f"127.0.0.1:{fake.port}"))
+    if mode == "bounded":
+        gw.config["upstream"]["max_pairs_per_stream"] = 2
     with t.check(f"[{mode}] gateway started", fatal=True):
         t.start(gw)
 
