@@ -6,7 +6,8 @@
 // authenticated streams to remote servers (outer-out) and accepts theirs
 // (outer-in); inbound stanzas are delivered to the local server over
 // upstream-out streams authenticated by dialback, whose keys the local server
-// verifies by calling back through the inner listener.
+// verifies by calling back through the inner listener; one such stream
+// carries many domain pairs (dialback piggybacking, gateway_upstream.cc).
 //
 // A stanza is delivered on an authenticated stream or queued (bounded in
 // count and time) while one is established; if that fails it is bounced to

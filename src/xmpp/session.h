@@ -10,7 +10,8 @@
 //
 // Covers: stream header and features, STARTTLS and direct TLS (XEP-0368),
 // SASL EXTERNAL (XEP-0178) in both roles, dialback (XEP-0220: result and
-// verify in every role, dialback errors, piggybacked domains), bidi
+// verify in every role, dialback errors, piggybacked domain pairs: accepted
+// as receiver, requested with request_pair() as initiator), bidi
 // (XEP-0288, both the feature and the enable namespace), stream errors, and
 // addressing checks on every received stanza.
 #pragma once
