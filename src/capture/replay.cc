@@ -191,6 +191,8 @@ private:
             s.dialback_result(arg(0), arg(1), arg(2) == "valid", arg(3), cond);
         } else if (r.name == "db-verify") {
             s.send_db_verify(arg(0), arg(1), arg(2), arg(3));
+        } else if (r.name == "request-pair") {
+            s.request_pair(arg(0), arg(1));
         } else if (r.name == "send-stanza") {
             s.send_stanza_raw(arg(0));
         } else if (r.name == "send-raw") {

@@ -445,10 +445,12 @@ void read_listen(const Reader& r, const toml::table& root, Config& c) {
 void read_upstream(const Reader& r, const toml::table& root, Config& c) {
     auto sec = r.table(root, "upstream");
     if (!sec) r.fail("[upstream]: missing (needs address, the local server's S2S port)");
-    r.check_keys(*sec, {"address", "tls"});
+    r.check_keys(*sec, {"address", "tls", "max_pairs_per_stream"});
     c.upstream = r.get_ip_endpoint(*sec, "address");
     if (!c.upstream) r.fail(*sec, "address", "missing");
     if (auto p = r.get_policy(*sec, "tls")) c.upstream_tls = *p;
+    if (auto v = r.get_int(*sec, "max_pairs_per_stream", 1, 1'000'000))
+        c.upstream_max_pairs = static_cast<std::size_t>(*v);
 
     auto check = [&](const std::optional<Endpoint>& l, const char* name) {
         if (l && l->host == c.upstream->host && l->port == c.upstream->port)
@@ -530,7 +532,7 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
     if (!sec) return;
     r.check_keys(*sec, {"max_stanza_bytes", "max_depth", "max_attrs", "max_queue_stanzas", "connect_timeout",
                         "auth_timeout", "queue_timeout", "drain_timeout", "keepalive", "dead_peer_timeout",
-                        "stream_write_buffer", "max_buffered_bytes"});
+                        "upstream_idle_timeout", "stream_write_buffer", "max_buffered_bytes"});
     if (auto v = r.get_int(*sec, "max_stanza_bytes", 10000, 64 * 1024 * 1024, "bytes"))
         c.max_stanza_bytes = static_cast<std::size_t>(*v);
     if (auto v = r.get_int(*sec, "max_depth", 4, 1000)) c.max_depth = static_cast<unsigned>(*v);
@@ -549,6 +551,8 @@ void read_limits(const Reader& r, const toml::table& root, Config& c) {
         c.keepalive_ms = static_cast<std::uint32_t>(*v * 1000);
     if (auto v = r.get_int(*sec, "dead_peer_timeout", 0, 86400, "seconds"))
         c.dead_peer_ms = static_cast<std::uint32_t>(*v * 1000);
+    if (auto v = r.get_int(*sec, "upstream_idle_timeout", 0, 86400, "seconds"))
+        c.upstream_idle_ms = static_cast<std::uint32_t>(*v * 1000);
     if (auto v = r.get_int(*sec, "stream_write_buffer", 16 * 1024, 1024 * 1024 * 1024, "bytes"))
         c.stream_write_buffer = static_cast<std::size_t>(*v);
     if (auto v = r.get_int(*sec, "max_buffered_bytes", 64 * 1024, 16LL * 1024 * 1024 * 1024, "bytes"))

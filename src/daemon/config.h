@@ -68,6 +68,9 @@ struct Config {
     // [upstream]
     std::optional<Endpoint> upstream;  // local server's S2S port
     xmpp::TlsPolicy upstream_tls = xmpp::TlsPolicy::Optional; // encrypt if offered, no verification
+    // Domain pairs authenticated on one upstream stream (dialback
+    // piggybacking); 1: one stream per pair.
+    std::size_t upstream_max_pairs = 1000;
 
     // [tls]
     std::string ca_file;       // empty: system store
@@ -91,6 +94,7 @@ struct Config {
     std::uint32_t drain_timeout_ms = 10000;   // SIGTERM: time for queues to empty before closing
     std::uint32_t keepalive_ms = 60000;       // whitespace on an authenticated stream idle this long (0: never)
     std::uint32_t dead_peer_ms = 180000;      // mux stream silent this long: closed (0: never)
+    std::uint32_t upstream_idle_ms = 600000;  // upstream stream without a stanza this long: closed (0: never)
     std::size_t stream_write_buffer = 1024 * 1024;     // unsent output of one stream that pauses its sources
     std::size_t max_buffered_bytes = 64 * 1024 * 1024; // the same over all streams: pauses every source
 

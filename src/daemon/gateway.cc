@@ -291,9 +291,14 @@ void Gateway::stream_authenticated(Stream& s, std::string_view from, std::string
     if (dir_in) return; // the session itself checks what it may receive
     Route& r = route_for(from, to);
     if (!r.ready || r.ready->finished()) bind_ready(r, &s);
-    if (r.pending == &s) r.pending = nullptr;
+    if (r.pending == &s && r.piggybacked) {
+        if (auto u = upstreams_.find(s.id()); u != upstreams_.end()) piggyback_works_ = u->second.address;
+    }
+    if (r.pending == &s) r.pending = nullptr, r.piggybacked = false;
     r.failures = 0;
     flush_queue(r);
+    // Routes that wait for this upstream stream can be requested on it now.
+    if (s.kind() == StreamKind::UpstreamOut) reevaluate_waiters(s.id());
     // Routes that waited for this stream in the hope it would multiplex:
     // a standard stream carries only its own pair, they must connect.
     if (s.kind() == StreamKind::OuterOut && !s.session().mux_enabled()) reevaluate_waiters(s.id());
@@ -381,6 +386,7 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
     stats_.stanzas_in[net::index(s.kind())] += s.session().stanzas_in();
     stats_.stanzas_out[net::index(s.kind())] += s.session().stanzas_out();
     if (s.kind() == StreamKind::VerifyOut) verify_failed(s.id(), info.reason);
+    upstreams_.erase(s.id());
     if (auto m = muxes_.find(s.id()); m != muxes_.end()) {
         s.session().set_mux(nullptr);
         if (!park(s, m->second, info)) {
@@ -409,7 +415,18 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
             if (rt == routes_.end()) continue;
             Route& r = rt->second;
             if (r.ready == &s) r.ready = nullptr;
-            if (r.pending == &s) {
+            if (r.pending == &s && r.piggybacked) {
+                // Requested on an established stream that ended before the
+                // answer: closed by the local server because of the request
+                // (it does not support piggybacking), or for another reason.
+                if (info.by_peer && !info.transport)
+                    piggyback_refused(fmt::format("it closed stream {} while verifying {} -> {}: {}", s.id(),
+                                                  r.from, r.to, info.reason));
+                r.pending = nullptr;
+                r.piggybacked = false;
+                ++stats_.upstream_piggyback_failed;
+                if (!r.queue.empty() && !stopping_) reevaluate(r);
+            } else if (r.pending == &s) {
                 r.pending = nullptr;
                 ++r.failures;
                 r.retry_at = now_ms() + backoff(r.failures);
@@ -426,8 +443,10 @@ void Gateway::stream_closed(Stream& s, const xmpp::CloseInfo& info) {
                 reevaluate(r); // the carrying stream went away with stanzas waiting
             }
         }
+        if (s.kind() == StreamKind::UpstreamOut) forget_.insert(forget_.end(), keys.begin(), keys.end());
     }
-    if (info.transport && !info.authenticated && s.kind() == StreamKind::OuterOut) {
+    if (info.transport && !info.authenticated &&
+        (s.kind() == StreamKind::OuterOut || s.kind() == StreamKind::UpstreamOut)) {
         // Routes that waited for this connection to the same server back
         // off with it instead of each trying the dead address in turn.
         if (auto w = waiters_.find(s.id()); w != waiters_.end()) {
@@ -670,11 +689,11 @@ void Gateway::establish(Route& r) {
             fail_queue(r, StanzaError::ServiceUnavailable, "no [upstream] address configured");
             return;
         }
-        route::Target t;
-        t.address = cfg_.upstream->host;
-        t.port = cfg_.upstream->port;
-        t.source = "upstream";
-        connect_route(key, {t});
+        // On a stream the local server already authenticated, if it takes
+        // one more pair there (one stream per pair: 10,000 streams for
+        // 100 x 100 domains).
+        if (piggyback(r)) return;
+        connect_route(key, {upstream_target()});
         return;
     }
     r.resolving = true;
@@ -720,6 +739,9 @@ void Gateway::connect_route(const DomainPair& key, std::vector<route::Target> ta
     Stream* s = Stream::connect(ctx_, kind, std::move(cfg), std::move(targets), id, cfg_.connect_timeout_ms);
     ++stats_.streams_connected;
     streams_[id] = s;
+    if (kind == StreamKind::UpstreamOut && cfg_.upstream)
+        upstreams_[id] = UpstreamUse{0, now_ms(), cfg_.upstream->to_string()};
+    r.piggybacked = false;
     bind_pending(r, s);
 }
 
@@ -829,6 +851,7 @@ void Gateway::tick() {
     }
     admin_tick(now);
     parked_tick(now);
+    upstream_tick(now);
     preconnect();
     // Safety net: a queue that nothing is working on gets a route again.
     for (auto& [key, r] : routes_)

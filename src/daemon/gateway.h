@@ -6,7 +6,8 @@
 // authenticated streams to remote servers (outer-out) and accepts theirs
 // (outer-in); inbound stanzas are delivered to the local server over
 // upstream-out streams authenticated by dialback, whose keys the local server
-// verifies by calling back through the inner listener.
+// verifies by calling back through the inner listener; one such stream
+// carries many domain pairs (dialback piggybacking, gateway_upstream.cc).
 //
 // A stanza is delivered on an authenticated stream or queued (bounded in
 // count and time) while one is established; if that fails it is bounced to
@@ -67,6 +68,11 @@ struct GatewayStats {
     std::uint64_t stanzas_dropped = 0;  // could not even be bounced (logged)
     std::uint64_t streams_accepted = 0;
     std::uint64_t streams_connected = 0;
+    // Upstream: pairs requested on an authenticated stream (piggybacking),
+    // those that went to a stream of their own instead, idle streams closed.
+    std::uint64_t upstream_piggybacked = 0;
+    std::uint64_t upstream_piggyback_failed = 0;
+    std::uint64_t upstream_idle_closed = 0;
 
     // For the metrics (gateway_metrics.cc); the rest of the totals live where
     // they are counted (net::Context, live sessions and mux streams).
@@ -134,6 +140,10 @@ private:
         TimeMs retry_at = 0;            // no new stream before (exponential backoff with jitter)
         std::uint64_t waiting_on = 0;   // stream id whose multiplexing may carry it soon
         std::uint64_t hold_id = 0;      // backpressure: its id as a destination (0: none yet)
+        // Upstream: `pending` is an established stream on which the pair was
+        // requested (dialback piggybacking), since `requested_at`.
+        bool piggybacked = false;
+        TimeMs requested_at = 0;
     };
     // How a mux stream can serve a domain pair right now.
     struct MuxVerdict {
@@ -162,6 +172,8 @@ private:
     void stream_closed(net::Stream& s, const xmpp::CloseInfo& info) override;
     void stream_mux_enabled(net::Stream& s) override;
     void stream_opened(net::Stream& s) override;
+    void stream_pair_refused(net::Stream& s, std::string_view from, std::string_view to, bool error_answer,
+                             std::string_view reason) override;
     // Resumption of multiplexed streams (gateway_resume.cc).
     xmpp::ResumeState* stream_resume(net::Stream& s, std::string_view previd) override;
     void stream_resumed(net::Stream& s) override;
@@ -287,6 +299,25 @@ private:
     void wait_on(Route& r, std::uint64_t stream_id);
     void reevaluate_waiters(std::uint64_t stream_id);
     void connect_route(const xmpp::DomainPair& key, std::vector<route::Target> targets);
+    // Upstream (gateway_upstream.cc): requests the pair on an authenticated
+    // upstream stream with room for it, or waits for one being opened.
+    // False: it needs a stream of its own.
+    bool piggyback(Route& r);
+    // The local server did not take a piggybacked pair: from now on one
+    // stream per pair toward it, unless it accepted one before (then the
+    // failure is about that pair or that moment: a slow verification, a
+    // stream closed for idleness).
+    void piggyback_refused(const std::string& why);
+    // Opens a stream of its own for the pair (never the same stream again:
+    // it would refuse it again, at once).
+    void piggyback_failed(Route& r, const std::string& why);
+    route::Target upstream_target() const; // [upstream] address
+    // Upstream streams that carried no stanza for [limits] upstream_idle_timeout are closed.
+    void upstream_tick(TimeMs now);
+    // Routes of closed upstream streams (forget_) that have nothing queued
+    // are forgotten, from tick() (nothing holds a Route& there); a later
+    // stanza establishes them again.
+    void forget_upstream_routes();
     void flush_queue(Route& r);
     // Backpressure (gateway_backpressure.cc).
     void apply_buffer_limits();
@@ -333,6 +364,17 @@ private:
     std::unordered_map<std::uint64_t, std::vector<xmpp::DomainPair>> stream_routes_; // routes a stream is ready/pending for
     std::unordered_map<std::string, std::uint64_t> outgoing_by_target_;   // "addr:port" -> outer-out stream id
     std::unordered_map<std::uint64_t, PendingVerify> verifies_; // by verify stream id
+    // Upstream streams (to the local server) by id: the stanza count last
+    // seen and since when it did not change (idle timeout).
+    struct UpstreamUse {
+        std::uint64_t stanzas = 0;
+        TimeMs since = 0;
+        std::string address; // [upstream] address it went to (a reload may change it)
+    };
+    std::map<std::uint64_t, UpstreamUse> upstreams_;
+    std::vector<xmpp::DomainPair> forget_; // routes of closed upstream streams, for forget_upstream_routes()
+    std::string piggyback_refused_; // the [upstream] address that refused a piggybacked pair ("": none)
+    std::string piggyback_works_;   // the [upstream] address that accepted one ("": none yet)
     net::StanzaOrigin origin_;
     std::uint64_t next_id_ = 1;
     std::minstd_rand rng_{std::random_device{}()};

@@ -72,6 +72,25 @@ std::string Gateway::metrics_text() const {
              "Outgoing streams started to remote servers and to the local server (dialback verification not included).")
         .sample({}, stats_.streams_connected);
 
+    std::uint64_t upstream_pairs = 0;
+    for (const auto& [id, use] : upstreams_)
+        if (auto it = streams_.find(id); it != streams_.end()) upstream_pairs += it->second->session().pairs_out().size();
+    w.family("s2smux_upstream_pairs", Type::Gauge,
+             "Domain pairs authenticated on the open streams to the local server (several per stream: piggybacking).")
+        .sample({}, upstream_pairs);
+    w.family("s2smux_upstream_piggybacked_total", Type::Counter,
+             "Domain pairs requested on an authenticated stream to the local server instead of a new one.")
+        .sample({}, stats_.upstream_piggybacked);
+    w.family("s2smux_upstream_piggyback_failed_total", Type::Counter,
+             "Piggybacked pairs the local server refused, left unanswered or lost with their stream: sent on a stream of their own.")
+        .sample({}, stats_.upstream_piggyback_failed);
+    w.family("s2smux_upstream_piggyback_refused", Type::Gauge,
+             "1 once the local server refused piggybacking (one stream per pair since), else 0.")
+        .sample({}, cfg_.upstream && piggyback_refused_ == cfg_.upstream->to_string() ? 1u : 0u);
+    w.family("s2smux_upstream_idle_closed_total", Type::Counter,
+             "Streams to the local server closed after [limits] upstream_idle_timeout without a stanza.")
+        .sample({}, stats_.upstream_idle_closed);
+
     w.family("s2smux_stream_stanzas_total", Type::Counter, "Stanzas received (in) and sent (out) on streams, by kind.");
     for (std::size_t k = 0; k < net::kStreamKinds; ++k) {
         w.sample({{"kind", kind_name(k)}, {"direction", "in"}}, stanzas_in[k]);

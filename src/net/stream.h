@@ -66,6 +66,9 @@ public:
     // sees it from its first byte (Stream::set_tap). peer() is known for
     // accepted streams, not yet for outgoing ones.
     virtual void stream_opened(Stream&) {}
+    // The peer refused a pair requested with Session::request_pair().
+    virtual void stream_pair_refused(Stream&, std::string_view /*from*/, std::string_view /*to*/,
+                                     bool /*error_answer*/, std::string_view /*reason*/) {}
     // Resumption (xmpp::SessionHost::session_resume and the rest).
     virtual xmpp::ResumeState* stream_resume(Stream&, std::string_view /*previd*/) { return nullptr; }
     virtual void stream_resumed(Stream&) {}
@@ -187,6 +190,10 @@ private:
     xmpp::ResumeState* session_resume(std::string_view previd) override { return ctx_.owner->stream_resume(*this, previd); }
     void session_resumed() override { ctx_.owner->stream_resumed(*this); }
     void session_resume_failed(std::string_view previd) override { ctx_.owner->stream_resume_failed(*this, previd); }
+    void session_pair_refused(std::string_view from, std::string_view to, bool error_answer,
+                              std::string_view reason) override {
+        ctx_.owner->stream_pair_refused(*this, from, to, error_answer, reason);
+    }
 
     void start_reading();
     void on_read(const char* data, std::size_t len);

@@ -48,6 +48,15 @@ std::string text_of(const xml::Node* el, std::string_view ns_) {
     return t ? t->text_content() : std::string();
 }
 
+// "dialback error COND: TEXT" for a <db:result type='error'/>; `cond` gets COND.
+std::string dialback_error(const xml::Node& el, std::string& cond) {
+    const xml::Node* err = el.child(ns::kServer, "error");
+    if (!err) err = el.child_in(ns::kDialback);
+    cond = std::string(condition_of(err, ns::kStanzas));
+    std::string text = text_of(err, ns::kStanzas);
+    return fmt::format("dialback error {}{}{}", cond.empty() ? "(none)" : cond, text.empty() ? "" : ": ", text);
+}
+
 bool version_ok(std::string_view v) { return v.size() >= 2 && v[0] == '1' && v[1] == '.'; }
 
 } // namespace
@@ -823,7 +832,61 @@ void Session::start_dialback() {
     state_ = State::WaitDialback;
 }
 
+bool Session::request_pair(std::string_view from, std::string_view to) {
+    TapCall c(*this, "request-pair", {from, to});
+    std::pair<std::string_view, std::string_view> k(from, to);
+    if (cfg_.role != Role::Initiator || state_ != State::Ready || cfg_.verify_only || mux_enabled_ ||
+        !cfg_.use_dialback || out_pairs_.count(k))
+        return false;
+    if (requested_.count(k)) return true; // the answer is on its way
+    // The same key as for the stream's own pair (XEP-0185), with this pair's
+    // names: the authoritative server verifies it the same way.
+    std::string key = answer("db-key", {to, from, peer_stream_id_}, keys_.generate(to, from, peer_stream_id_));
+    std::string r;
+    xml::Writer(r).open("db:result").attr("from", from).attr("to", to).text(key).close();
+    append(r);
+    requested_.emplace(std::string(from), std::string(to));
+    log::debug(log_ctx_, "requested {} -> {} on this stream (dialback piggybacking)", from, to);
+    return true;
+}
+
+bool Session::has_from(std::string_view from) const {
+    auto has = [&](const DomainPairSet& set) {
+        auto it = set.lower_bound(std::pair<std::string_view, std::string_view>(from, ""));
+        return it != set.end() && it->first == from;
+    };
+    return has(out_pairs_) || has(requested_);
+}
+
+bool Session::recv_pair_answer(const xml::Node& el) {
+    if (requested_.empty()) return false;
+    // The answer comes from the receiving domain to the originating one.
+    std::string from = lowercase_domain(el.attr("from"));
+    std::string to = lowercase_domain(el.attr("to"));
+    auto it = requested_.find(std::pair<std::string_view, std::string_view>(to, from));
+    if (it == requested_.end()) return false;
+    DomainPair p = *it;
+    requested_.erase(it);
+    std::string_view type = el.attr("type");
+    if (type == "valid") {
+        add_pair_out(p.first, p.second, AuthMethod::Dialback);
+        return true;
+    }
+    std::string reason;
+    if (type == "error") {
+        std::string cond;
+        reason = dialback_error(el, cond);
+    } else {
+        reason = fmt::format("dialback key rejected ({})", type.empty() ? "no type" : type);
+    }
+    log::warn(log_ctx_, "{} -> {} refused on this stream: {}", p.first, p.second, reason);
+    callback("pair-refused", {p.first, p.second, reason});
+    host_.session_pair_refused(p.first, p.second, type == "error", reason);
+    return true;
+}
+
 void Session::recv_db_result_initiator(const xml::Node& el) {
+    if (state_ == State::Ready && recv_pair_answer(el)) return;
     std::string_view type = el.attr("type");
     std::string from = lowercase_domain(el.attr("from"));
     std::string to = lowercase_domain(el.attr("to"));
@@ -834,12 +897,9 @@ void Session::recv_db_result_initiator(const xml::Node& el) {
     if (type == "valid") {
         become_ready(AuthMethod::Dialback);
     } else if (type == "error") {
-        const xml::Node* err = el.child(ns::kServer, "error");
-        if (!err) err = el.child_in(ns::kDialback);
-        std::string cond(condition_of(err, ns::kStanzas));
-        std::string text = text_of(err, ns::kStanzas);
-        fail_quiet(fmt::format("{}: dialback error {}{}{}", cfg_.to, cond.empty() ? "(none)" : cond,
-                               text.empty() ? "" : ": ", text),
+        std::string cond;
+        std::string reason = dialback_error(el, cond);
+        fail_quiet(fmt::format("{}: {}", cfg_.to, reason),
                    cond == "remote-server-not-found" ? StanzaError::RemoteServerNotFound
                                                      : StanzaError::RemoteServerTimeout);
     } else {

@@ -10,7 +10,8 @@
 //
 // Covers: stream header and features, STARTTLS and direct TLS (XEP-0368),
 // SASL EXTERNAL (XEP-0178) in both roles, dialback (XEP-0220: result and
-// verify in every role, dialback errors, piggybacked domains), bidi
+// verify in every role, dialback errors, piggybacked domain pairs: accepted
+// as receiver, requested with request_pair() as initiator), bidi
 // (XEP-0288, both the feature and the enable namespace), stream errors, and
 // addressing checks on every received stanza.
 #pragma once
@@ -240,6 +241,10 @@ public:
     virtual void session_resumed() {}
     // Initiator: the peer refused to resume; the host releases the state.
     virtual void session_resume_failed(std::string_view /*previd*/) {}
+    // Initiator: the peer answered a request_pair() with type='invalid'
+    // (error_answer false) or 'error'; the stream and its other pairs stay up.
+    virtual void session_pair_refused(std::string_view /*from*/, std::string_view /*to*/, bool /*error_answer*/,
+                                      std::string_view /*reason*/) {}
 };
 
 class Session final : private xml::ParserHandler {
@@ -267,6 +272,16 @@ public:
     // `error` (non-empty) sends a dialback error instead of valid/invalid.
     void dialback_result(std::string_view from, std::string_view to, bool valid,
                          std::string_view error = {}, StanzaError cond = StanzaError::RemoteServerNotFound);
+    // Initiator, once ready (not multiplexed): authenticate one more pair on
+    // this stream with dialback (XEP-0220 "piggybacking"): sends
+    // <db:result from to>KEY</db:result>; the answer comes as
+    // session_authenticated() (valid) or session_pair_refused(). False (and
+    // nothing sent) when the stream cannot take a request now.
+    bool request_pair(std::string_view from, std::string_view to);
+    // Initiator: pairs requested with request_pair() and not answered yet.
+    const DomainPairSet& pairs_requested() const { return requested_; }
+    // Initiator: does this stream carry (or is it asking for) a pair from `from`?
+    bool has_from(std::string_view from) const;
     // Initiator: ask the peer (an authoritative server) about a key.
     void send_db_verify(std::string_view from, std::string_view to, std::string_view id,
                         std::string_view key);
@@ -380,6 +395,7 @@ private:
     bool recv_header_initiator(const xml::StreamHeader& hdr);
     void recv_features(const xml::Node& el);
     void recv_db_result_initiator(const xml::Node& el);
+    bool recv_pair_answer(const xml::Node& el); // initiator: answer to request_pair()? then handled
     void start_auth();
     void start_dialback();
     void become_ready(AuthMethod m);
@@ -455,6 +471,7 @@ private:
     DomainPairSet in_;         // (from remote, to local)
     DomainPairSet out_pairs_;  // (from local, to remote)
     DomainPairSet pending_db_; // receiver: awaiting the authoritative server
+    DomainPairSet requested_;  // initiator: piggybacked <db:result/> awaiting the answer
 
     std::string scratch_from_, scratch_to_;
     std::string scratch_reason_; // replay: the recorded mux refusal reason

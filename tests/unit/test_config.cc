@@ -95,6 +95,7 @@ inner = "127.0.0.1:15269"
 [upstream]
 address = "127.0.0.1:25269"
 tls = "disabled"
+max_pairs_per_stream = 50
 
 [tls]
 ca_file = "certs/ca.pem"
@@ -165,6 +166,7 @@ file = "log/s2smux.log"
     BOOST_REQUIRE(c.upstream);
     BOOST_TEST(c.upstream->to_string() == "127.0.0.1:25269");
     BOOST_TEST(c.upstream_tls == xmpp::TlsPolicy::Disabled);
+    BOOST_TEST(c.upstream_max_pairs == 50u);
 
     BOOST_TEST(c.ca_file == (d.path / "certs/ca.pem").string());
     BOOST_TEST(c.system_ca == true);
@@ -220,6 +222,8 @@ BOOST_AUTO_TEST_CASE(defaults) {
     BOOST_TEST(c.dialback_secret.empty());
     BOOST_TEST(!c.outer_tls);
     BOOST_TEST(c.upstream_tls == xmpp::TlsPolicy::Optional);
+    BOOST_TEST(c.upstream_max_pairs == 1000u);
+    BOOST_TEST(c.upstream_idle_ms == 600000u);
     BOOST_TEST(c.ca_file.empty());
     BOOST_TEST(c.system_ca == false);
     BOOST_TEST(c.policy == xmpp::TlsPolicy::Required);
@@ -627,6 +631,24 @@ BOOST_AUTO_TEST_CASE(limits_ranges) {
                "alone would pause every other");
     BOOST_TEST(error_of(parse(kMinimal + "[limits]\nauth_timeout = 0\n")) ==
                "a.toml: [limits] auth_timeout: 0 is out of range (expected 1 to 3600 seconds)");
+}
+
+BOOST_AUTO_TEST_CASE(upstream_pairs_and_idle_timeout) {
+    const std::string& head = kMinimal; // ends in [upstream]
+    auto one = parse(head + "max_pairs_per_stream = 1\n[limits]\nupstream_idle_timeout = 0\n");
+    REQUIRE_OK(one);
+    BOOST_TEST(one->upstream_max_pairs == 1u); // one stream per pair, as before piggybacking
+    BOOST_TEST(one->upstream_idle_ms == 0u);   // never closed for idleness
+    auto some = parse(head + "max_pairs_per_stream = 250\n[limits]\nupstream_idle_timeout = 30\n");
+    REQUIRE_OK(some);
+    BOOST_TEST(some->upstream_max_pairs == 250u);
+    BOOST_TEST(some->upstream_idle_ms == 30000u);
+    BOOST_TEST(error_of(parse(head + "max_pairs_per_stream = 0\n")) ==
+               "a.toml: [upstream] max_pairs_per_stream: 0 is out of range (expected 1 to 1000000)");
+    BOOST_TEST(error_of(parse(head + "max_pairs_per_stream = \"many\"\n")).find("max_pairs_per_stream") !=
+               std::string::npos);
+    BOOST_TEST(error_of(parse(head + "[limits]\nupstream_idle_timeout = 100000\n")) ==
+               "a.toml: [limits] upstream_idle_timeout: 100000 is out of range (expected 0 to 86400 seconds)");
 }
 
 BOOST_AUTO_TEST_CASE(log_level) {

@@ -67,6 +67,11 @@ struct Host : SessionHost {
     ResumeState* session_resume(std::string_view) override { return resume_state; }
     void session_resumed() override { ++resumed; }
     void session_resume_failed(std::string_view) override { ++resume_failed; }
+    std::vector<std::tuple<std::string, std::string, std::string, bool>> refused; // from, to, reason, error answer
+    void session_pair_refused(std::string_view from, std::string_view to, bool error_answer,
+                              std::string_view reason) override {
+        refused.emplace_back(std::string(from), std::string(to), std::string(reason), error_answer);
+    }
 };
 
 std::string take(Session& s) {
@@ -601,6 +606,90 @@ BOOST_AUTO_TEST_CASE(initiator_dialback_rejected_and_error) {
         BOOST_REQUIRE(i.host.closed);
         BOOST_TEST((i.host.closed->bounce == StanzaError::RemoteServerNotFound));
     }
+}
+
+// An initiator ready over dialback (plaintext, optional policy), peer stream id "SID".
+void dialback_ready(Initiator& i) {
+    take(i.s);
+    i.s.on_bytes(recv_header("SID") + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+    take(i.s);
+    i.s.on_bytes("<db:result from='b.test' to='a.test' type='valid'/>", 0);
+    BOOST_REQUIRE(i.s.ready());
+}
+
+BOOST_AUTO_TEST_CASE(initiator_piggybacks_pairs_on_a_ready_stream) {
+    Initiator i(initiator_cfg(TlsPolicy::Optional));
+    BOOST_TEST(!i.s.request_pair("c.test", "b.test")); // not ready yet: nothing sent
+    BOOST_TEST(i.s.out().find("c.test") == std::string::npos);
+    dialback_ready(i);
+    BOOST_TEST(!i.s.request_pair("a.test", "b.test")); // the stream's own pair
+    BOOST_TEST(i.s.out().empty());
+    BOOST_TEST(!i.s.has_from("c.test"));
+    // Another originating domain to the same receiving one, and to another.
+    BOOST_TEST(i.s.request_pair("c.test", "b.test"));
+    BOOST_TEST(i.s.request_pair("d.test", "e.test"));
+    std::string out = take(i.s);
+    BOOST_TEST(has(out, "<db:result from='c.test' to='b.test'>" + keys().generate("b.test", "c.test", "SID") +
+                            "</db:result>"));
+    BOOST_TEST(has(out, "<db:result from='d.test' to='e.test'>" + keys().generate("e.test", "d.test", "SID") +
+                            "</db:result>"));
+    BOOST_TEST(i.s.request_pair("c.test", "b.test")); // already asked: not sent twice
+    BOOST_TEST(i.s.out().empty());
+    BOOST_TEST(i.s.has_from("c.test"));
+    BOOST_TEST(i.s.has_from("a.test"));
+    BOOST_TEST(i.s.pairs_requested().size() == 2u);
+    BOOST_TEST(!i.s.can_send("c.test", "b.test"));
+    // Answers in any order; each authenticates its own pair only.
+    i.s.on_bytes("<db:result from='e.test' to='d.test' type='valid'/>", 0);
+    BOOST_TEST(i.s.can_send("d.test", "e.test"));
+    BOOST_TEST(!i.s.can_send("c.test", "b.test"));
+    BOOST_REQUIRE_EQUAL(i.host.auths.size(), 2u);
+    BOOST_TEST(std::get<0>(i.host.auths[1]) == "d.test");
+    BOOST_TEST(std::get<1>(i.host.auths[1]) == "e.test");
+    BOOST_TEST(!std::get<2>(i.host.auths[1]));
+    i.s.on_bytes("<db:result from='B.test' to='c.test' type='valid'/>", 0);
+    BOOST_TEST(i.s.can_send("c.test", "b.test"));
+    BOOST_TEST(i.s.pairs_requested().empty());
+    BOOST_TEST(i.host.refused.empty());
+    BOOST_TEST(!i.host.closed);
+}
+
+BOOST_AUTO_TEST_CASE(initiator_piggyback_refusals_keep_the_stream) {
+    Initiator i(initiator_cfg(TlsPolicy::Optional));
+    dialback_ready(i);
+    BOOST_TEST(i.s.request_pair("c.test", "b.test"));
+    BOOST_TEST(i.s.request_pair("d.test", "b.test"));
+    take(i.s);
+    i.s.on_bytes("<db:result from='b.test' to='c.test' type='invalid'/>", 0);
+    i.s.on_bytes("<db:result from='b.test' to='d.test' type='error'><error type='cancel'>"
+                 "<not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                 "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Host unknown</text></error></db:result>",
+                 0);
+    // An answer for a pair never asked for is ignored.
+    i.s.on_bytes("<db:result from='b.test' to='x.test' type='valid'/>", 0);
+    BOOST_REQUIRE_EQUAL(i.host.refused.size(), 2u);
+    BOOST_TEST(std::get<0>(i.host.refused[0]) == "c.test");
+    BOOST_TEST(has(std::get<2>(i.host.refused[0]), "rejected (invalid)"));
+    BOOST_TEST(!std::get<3>(i.host.refused[0]));
+    BOOST_TEST(std::get<3>(i.host.refused[1]));
+    BOOST_TEST(std::get<0>(i.host.refused[1]) == "d.test");
+    BOOST_TEST(has(std::get<2>(i.host.refused[1]), "not-allowed: Host unknown"));
+    BOOST_TEST(!i.s.can_send("c.test", "b.test"));
+    BOOST_TEST(!i.s.can_send("x.test", "b.test"));
+    BOOST_TEST(i.s.can_send("a.test", "b.test"));
+    BOOST_TEST(!i.host.closed);
+    BOOST_TEST(!i.s.has_from("c.test"));
+}
+
+BOOST_AUTO_TEST_CASE(initiator_piggyback_not_on_mux_or_verify_streams) {
+    SessionConfig c = initiator_cfg(TlsPolicy::Optional);
+    c.verify_only = true;
+    Initiator v(c);
+    take(v.s);
+    v.s.on_bytes(recv_header("SID") + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>", 0);
+    BOOST_REQUIRE(v.s.ready());
+    BOOST_TEST(!v.s.request_pair("c.test", "b.test"));
+    BOOST_TEST(!has(take(v.s), "db:result"));
 }
 
 BOOST_AUTO_TEST_CASE(initiator_peer_closes_after_auth) {
