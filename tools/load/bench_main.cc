@@ -55,9 +55,9 @@ void usage(std::FILE* f) {
         "  --local N          local domains on gateway A (default 100)\n"
         "  --remote M         remote domains on gateway B (default 100)\n"
         "  --pair-stanzas S   measured stanzas over all pairs in turn (default 200000)\n"
-        "  --max-inner P      beyond P pairs, the sink closes each pair's upstream stream\n"
-        "                     once done and every pair carries one stanza (default 10000;\n"
-        "                     gateway B keeps one upstream stream per pair)\n"
+        "  --max-inner P      beyond P pairs, the sink closes each upstream stream once a\n"
+        "                     stanza arrived on it and every pair carries one stanza (default:\n"
+        "                     never; gateway B piggybacks pairs on its upstream streams)\n"
         "  --stanzas S        hop section: measured stanzas per mode (default 200000)\n"
         "  --window W         stanzas in flight at most (default 5000)\n"
         "  --idle-streams K   memory section: idle streams (default 200)\n"
@@ -257,7 +257,7 @@ int main(int argc, char** argv) {
         o.local = local.value_or(quick ? 5 : 100);
         o.remote = remote.value_or(quick ? 5 : 100);
         o.stanzas = pair_stanzas.value_or(quick ? 2000 : 200000);
-        o.max_inner = max_inner.value_or(10000);
+        o.max_inner = max_inner.value_or(UINT64_MAX);
         o.window = window_n;
         o.progress = progress;
         o.gencerts = gencerts_abs;

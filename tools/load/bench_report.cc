@@ -184,7 +184,7 @@ void BenchReport::print(std::FILE* f) const {
                              fnum(per(mb(p.bytes), p.a_cpu_s), 1), fnum(per(mb(p.bytes), p.b_cpu_s), 1), p.p50_ms,
                              p.p99_ms, p.p999_ms));
             line(fmt::format("TCP connections: A <-> B {}; inner side: generator -> A {}, B -> sink {} at the end "
-                             "({} at most; B opens one upstream stream per pair)",
+                             "({} at most; B piggybacks pairs on its upstream streams, one pair per remote domain on each)",
                              p.conns.a_b, p.conns.gen_a, p.conns.b_sink, p.conns.b_sink_max));
             line(fmt::format("RSS at the end: gateway A {:.1f} MiB, gateway B {:.1f} MiB; other processes {:.0f} % of a core",
                              double(p.a_rss_kb) / 1024, double(p.b_rss_kb) / 1024, 100 * per(p.other_cpu_s, p.seconds)));

@@ -16,9 +16,10 @@
 // measure (closed loop, `window` in flight), drain. TCP connections are
 // counted from /proc/net/tcp at the end of the measured phase.
 //
-// Gateway B opens one upstream stream per pair and never closes an idle
-// one, so beyond `max_inner` pairs the sink closes each pair's stream once
-// that pair has all its stanzas, and every pair carries exactly one stanza
+// Gateway B piggybacks pairs on its upstream streams (dialback, one pair
+// per remote domain on each: 1,000 streams for 1,000 x 1,000). Beyond
+// `max_inner` pairs (only when given) the sink closes each upstream stream
+// once a stanza arrived on it, and every pair carries exactly one stanza
 // (no separate measured phase: the pairs phase is measured).
 #pragma once
 
@@ -45,7 +46,7 @@ struct PairsOptions {
     std::uint64_t local = 100, remote = 100; // N, M
     std::uint64_t stanzas = 200000;          // measured, over all pairs in turn
     std::uint64_t window = 5000;             // stanzas in flight at most
-    std::uint64_t max_inner = 10000;         // pairs beyond which the sink closes finished pair streams
+    std::uint64_t max_inner = UINT64_MAX;    // pairs beyond which the sink closes streams once used
     bool inner_tls = true;                   // generator takes STARTTLS on A's inner listener
     double stall_timeout_s = 30;
     double setup_timeout_s = 600;            // every domain on the mux stream
