@@ -10,7 +10,7 @@
 #include <memory>
 #include <string_view>
 
-struct evp_pkey_st;
+struct ec_key_st;
 
 namespace s2smux::tls {
 
@@ -30,8 +30,8 @@ public:
     bool verify(EcDigest digest, std::string_view data, std::string_view sig) const;
 
 private:
-    EcPublicKey(evp_pkey_st* key, gnutls_ecc_curve_t curve) : key_(key), curve_(curve) {}
-    evp_pkey_st* key_;
+    EcPublicKey(ec_key_st* key, gnutls_ecc_curve_t curve) : key_(key), curve_(curve) {}
+    ec_key_st* key_;
     gnutls_ecc_curve_t curve_;
 };
 
