@@ -74,9 +74,6 @@ constexpr std::size_t kKeepHeldCapacity = 64 * 1024;
 constexpr std::size_t kKeepPartialCapacity = 16 * 1024;
 constexpr std::size_t kKeepArenaBytes = 64 * 1024;
 constexpr std::size_t kRebuildAfterFeed = 256 * 1024;
-// Elements handed to libxml2 per call: bounds the offsets kept per call
-// and the bytes scanned past a suspending element.
-constexpr std::size_t kMaxEndsPerCall = 64;
 
 inline bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
@@ -675,6 +672,7 @@ struct StreamParser::Impl {
                framer.between_elements();
     }
     std::size_t fast_run(const char* d, std::size_t n);
+    void deliver(const Node& el, std::string_view raw_bytes, std::uint64_t end_abs);
     void push(const char* d, std::size_t n);
     void parse(const char* p, std::size_t n);
     void keep_header(const char* d, const ScanResult& s);
@@ -854,51 +852,44 @@ FeedResult StreamParser::Impl::feed(const char* d, std::size_t n) {
     chunk = d;
     chunk_abs = framer.offset();
     chunk_len = n;
-    // A slice ends after kMaxEndsPerCall elements, at the chunk's end, or
-    // at an error.
+    // The fast path takes what it can; a slice for the framer and libxml2
+    // ends after one unit (the fast path may take the next element), at the
+    // chunk's end, or at an error.
     for (std::size_t off = 0; off < n && state == State::Open;) {
         maybe_rebuild();
+        if (state != State::Open) break;
         if (fast_ready()) {
             off += fast_run(d + off, n - off);
-            if (state == State::Suspended) {
-                r.suspended = true;
-                r.trailing = static_cast<std::size_t>(chunk_abs + n - suspend_abs);
-                r.trailing_nonspace = !all_ws(d + n - r.trailing, r.trailing);
-                return r;
-            }
-            if (off == n) break;
+            if (off == n || state != State::Open) break;
         }
-        if (state != State::Open) break;
         ends.clear();
         next_end = 0;
         slice_abs = framer.offset();
         slice_len = n - off;
         const bool had_header = framer.header_done();
-        // One unit at a time once the header is in: the fast path may take
-        // the next element.
-        const ScanResult s = framer.scan(d + off, n - off, *limits, ends, had_header ? 1 : kMaxEndsPerCall);
+        const ScanResult s = framer.scan(d + off, n - off, *limits, ends, 1);
         if (!had_header) keep_header(d + off, s);
         if (s.flush > 0) {
             if (!ends.empty()) handed_end = slice_abs + ends.back();
             push(d + off, s.flush);
-        }
-        if (state == State::Suspended) {
-            r.suspended = true;
-            r.trailing = static_cast<std::size_t>(chunk_abs + n - suspend_abs);
-            r.trailing_nonspace = !all_ws(d + n - r.trailing, r.trailing);
-            return r;
         }
         if (state == State::Open && s.err != ParseError::None) {
             fail(s.err, s.detail);
             xmlStopParser(ctxt);
         }
         if (state != State::Open) break;
-        if (s.scanned < n - off) { // stopped at max_ends, right after an element
+        if (s.scanned < n - off) { // stopped right after its unit
             off += s.scanned;
             continue;
         }
         held.append(d + off + s.flush, n - off - s.flush);
         break;
+    }
+    if (state == State::Suspended) {
+        r.suspended = true;
+        r.trailing = static_cast<std::size_t>(chunk_abs + n - suspend_abs);
+        r.trailing_nonspace = !all_ws(d + n - r.trailing, r.trailing);
+        return r;
     }
     if (state == State::Open) keep_partial(d, n);
     chunk = nullptr;
@@ -995,19 +986,22 @@ std::size_t StreamParser::Impl::fast_run(const char* d, std::size_t n) {
         if (!el) break;
         framer.skip(len);
         doc_delta += len;
-        raw = {d + i, len};
-        const bool go_on = h.on_element(*el);
-        raw = {};
+        deliver(*el, {d + i, len}, framer.offset());
         i += len;
-        elem_start = framer.offset();
-        partial.clear();
-        if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial);
-        if (!go_on && state == State::Open) {
-            suspend(framer.offset());
-            break;
-        }
     }
     return i;
+}
+
+// A top-level element, from either path, whose bytes end at stream offset
+// end_abs; raw_bytes: what element_raw() gives meanwhile.
+void StreamParser::Impl::deliver(const Node& el, std::string_view raw_bytes, std::uint64_t end_abs) {
+    raw = raw_bytes;
+    const bool go_on = h.on_element(el);
+    raw = {};
+    elem_start = end_abs;
+    partial.clear();
+    if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial); // an idle stream keeps little
+    if (!go_on && state == State::Open) suspend(end_abs);
 }
 
 // Hands libxml2 the held bytes and then the chunk's complete part.
@@ -1249,14 +1243,8 @@ void StreamParser::Impl::on_end() {
     if (depth == 1) {
         const std::size_t end = take_end(false);
         const std::uint64_t end_abs = slice_abs + end;
-        raw = element_bytes(end_abs);
-        if (!raw_ok) raw = {};
-        const bool go_on = h.on_element(*n);
-        raw = {};
-        elem_start = end_abs;
-        partial.clear();
-        if (partial.capacity() > kKeepPartialCapacity) std::string().swap(partial); // an idle stream keeps little
-        if (!go_on && state == State::Open) suspend(end_abs);
+        const std::string_view bytes = element_bytes(end_abs);
+        deliver(*n, raw_ok ? bytes : std::string_view(), end_abs);
     }
 }
 
